@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LlmVerifyConfig(AppConfig):
+    name = "llm_verify"
+    verbose_name = "LLM verification"

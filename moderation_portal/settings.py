@@ -1,0 +1,240 @@
+"""Settings for the moderation portal.
+
+The defaults are the embedded mode (SQLite, eager Celery, in-memory channel layer), which
+`make demo` runs on a fresh machine. Production is chosen by the environment only:
+`DATABASE_URL` (PostgreSQL), `REDIS_URL` (Celery broker, channel layer, cache) and friends.
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from moderation_portal.env import (
+    ImproperEnvironment,
+    envbool,
+    envfloat,
+    envint,
+    envlist,
+    envstr,
+    envurl,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(envstr("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DATABASE_URL = envurl("DATABASE_URL", schemes={"postgres", "postgresql", "sqlite"})
+REDIS_URL = envurl("REDIS_URL", schemes={"redis", "rediss"})
+PRODUCTION = DATABASE_URL is not None and DATABASE_URL.startswith("postgres")
+
+DEBUG = envbool("DEBUG", False)
+
+
+def _secret_key() -> str:
+    key = envstr("SECRET_KEY")
+    if key:
+        return key
+    if PRODUCTION and not envbool("ALLOW_GENERATED_SECRET_KEY", False):
+        raise ImproperEnvironment("SECRET_KEY must be set when DATABASE_URL points at PostgreSQL")
+    # Embedded mode: a key generated on first start and kept beside the SQLite file.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "detection",
+    "llm_verify",
+    "reviews",
+    "active_learning",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "moderation_portal.middleware.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "moderation_portal.urls"
+ASGI_APPLICATION = "moderation_portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "reviews.context_processors.roles",
+            ],
+        },
+    },
+]
+
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60, minimum=0)
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "portal.sqlite3",
+            # Eager Celery and the web server share this file; wait rather than fail on a lock.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "reviews:queues"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "/media/"  # never served directly: images go through a role-checked view
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- cache, Celery, Channels ------------------------------------------------------------------
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("CHANNELS_PREFIX", "portal")},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_EAGER", REDIS_URL is None)
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_ACKS_LATE = True  # a killed worker's task is delivered again
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_SOFT_TIME_LIMIT", 120, minimum=1)
+CELERY_TASK_TIME_LIMIT = envint("CELERY_TIME_LIMIT", 180, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "detection.ingest_events": {"queue": "ingest"},
+    "detection.enrich_*": {"queue": "enrich"},
+    "llm_verify.*": {"queue": "llm"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "release-expired-leases": {"task": "reviews.release_expired_leases_task", "schedule": 30.0},
+}
+
+# --- the REST API ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "detection.authentication.ServiceTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "moderation_portal.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Moderation portal API",
+    "DESCRIPTION": "Ingest of flagged listings, cases, claims and decisions.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- ingest limits and image fetching -------------------------------------------------------
+INGEST_MAX_BATCH = envint("INGEST_MAX_BATCH", 500, minimum=1)
+INGEST_MAX_BODY_BYTES = envint("INGEST_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
+INGEST_MAX_TITLE_CHARS = envint("INGEST_MAX_TITLE_CHARS", 300, minimum=1)
+INGEST_MAX_DESCRIPTION_CHARS = envint("INGEST_MAX_DESCRIPTION_CHARS", 10_000, minimum=1)
+INGEST_MAX_IMAGES = envint("INGEST_MAX_IMAGES", 12, minimum=1)
+INGEST_MAX_IMAGE_BYTES = envint("INGEST_MAX_IMAGE_BYTES", 5 * 1024 * 1024, minimum=1024)
+INGEST_MAX_IMAGE_PIXELS = envint("INGEST_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
+IMAGE_HOST_ALLOWLIST = envlist("IMAGE_HOST_ALLOWLIST", ["images.marketplace.example"])
+IMAGE_FETCH_CONNECT_TIMEOUT = envfloat("IMAGE_FETCH_CONNECT_TIMEOUT", 3.0)
+IMAGE_FETCH_READ_TIMEOUT = envfloat("IMAGE_FETCH_READ_TIMEOUT", 10.0)
+
+# --- reviews --------------------------------------------------------------------------------
+CLAIM_LEASE_SECONDS = envint("CLAIM_LEASE_SECONDS", 300, minimum=10)
+
+# --- remote systems (optional) -------------------------------------------------------------
+TRITON_URL = envstr("TRITON_URL")
+LLM_BASE_URL = envurl("LLM_BASE_URL", schemes={"http", "https"})
+LLM_MODEL = envstr("LLM_MODEL")
+LLM_API_KEY = envstr("LLM_API_KEY")
+
+# --- logging: every line about a listing carries its trace id -------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"trace": {"()": "moderation_portal.tracing.TraceIdFilter"}},
+    "formatters": {
+        "portal": {
+            "format": "%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s %(message)s",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["trace"], "formatter": "portal"}
+    },
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

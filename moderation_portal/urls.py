@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from detection.apis import DetectionEventSchemaApi, DetectionIngestApi
+from moderation_portal.health import healthz, readyz
+from moderation_portal.roles import ALL_ROLES, role_permission
+from reviews.urls import api_urlpatterns
+from reviews.views import logout_view
+
+api_v1 = [
+    path("detections/", DetectionIngestApi.as_view(), name="api-detections"),
+    path("schema/detection-event.json", DetectionEventSchemaApi.as_view(), name="api-event-schema"),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[role_permission(*ALL_ROLES)]), name="api-schema"),
+    *api_urlpatterns,
+]
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", logout_view, name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("", include("reviews.urls")),
+]

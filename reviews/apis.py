@@ -1,0 +1,81 @@
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from moderation_portal.api import error_response
+from moderation_portal.roles import MODERATOR, role_permission
+from reviews import selectors, services
+from reviews.selectors import CASE_READERS
+from reviews.serializers import CaseOutput, ClaimInput, DecisionInput, DecisionOutput
+
+
+class CaseListApi(APIView):
+    permission_classes = [role_permission(*CASE_READERS)]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("listing", str, required=True, description="the listing's id")],
+        responses={200: CaseOutput(many=True)},
+    )
+    def get(self, request):
+        listing = request.query_params.get("listing", "").strip()
+        if not listing or len(listing) > 128:
+            return error_response("invalid", "Give ?listing=<listing id>.", status_code=400)
+        cases = selectors.cases_for_listing(listing_external_id=listing)[:100]
+        return Response(CaseOutput(cases, many=True).data)
+
+
+class CaseDetailApi(APIView):
+    permission_classes = [role_permission(*CASE_READERS)]
+
+    @extend_schema(responses={200: CaseOutput})
+    def get(self, request, case_id: int):
+        case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+        return Response(CaseOutput(case).data)
+
+
+class CaseClaimNextApi(APIView):
+    permission_classes = [role_permission(MODERATOR)]
+
+    @extend_schema(request=ClaimInput, responses={200: CaseOutput, 204: OpenApiResponse(description="no case to claim")})
+    def post(self, request):
+        data = ClaimInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        queue = None
+        if data.validated_data.get("queue"):
+            queue = selectors.queue_get_for_user(slug=data.validated_data["queue"], user=request.user)
+        case = services.case_claim_next(user=request.user, queue=queue)
+        if case is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        case = selectors.case_get_for_user(case_id=case.id, user=request.user)
+        return Response(CaseOutput(case).data)
+
+
+class CaseDecisionApi(APIView):
+    permission_classes = [role_permission(MODERATOR)]
+
+    @extend_schema(request=DecisionInput, responses={201: DecisionOutput, 409: OpenApiResponse(description="lease not held")})
+    def post(self, request, case_id: int):
+        case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+        data = DecisionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            decision = services.decision_record(
+                case=case, user=request.user, data=services.DecisionInput(**data.validated_data)
+            )
+        except services.LeaseNotHeld as exc:
+            return error_response("lease_not_held", str(exc), status_code=409)
+        return Response(DecisionOutput(decision).data, status=status.HTTP_201_CREATED)
+
+
+class CaseReleaseApi(APIView):
+    permission_classes = [role_permission(MODERATOR)]
+
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="released"), 409: OpenApiResponse(description="not held")})
+    def post(self, request, case_id: int):
+        case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+        if not services.case_release(case=case, user=request.user, reason="released"):
+            return error_response("lease_not_held", "You do not hold a claim on this case.", status_code=409)
+        return Response({"released": True})
+
+

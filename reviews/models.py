@@ -1,0 +1,226 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from detection.policies import POLICY_CODES
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only")
+
+    def delete(self):
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only")
+
+
+class AppendOnlyModel(models.Model):
+    """Facts that are written once. The database refuses changes too (see the migration)."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise AppendOnlyError(f"{type(self).__name__} rows are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError(f"{type(self).__name__} rows are append-only")
+
+
+class Policy(models.Model):
+    code = models.CharField(max_length=32, unique=True, choices=[(c, c) for c in POLICY_CODES])
+    name = models.CharField(max_length=100)
+    severity = models.PositiveSmallIntegerField(help_text="1 (low) to 5 (highest harm)")
+    sla_hours = models.PositiveIntegerField(help_text="time from flag to human decision")
+    guideline = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-severity", "code"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class LadderVersion(models.Model):
+    """The enforcement ladder: per-policy thresholds. Published versions never change."""
+
+    version = models.PositiveIntegerField(unique=True)
+    thresholds = models.JSONField()
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(default=timezone.now)
+    is_active = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_ladder")
+        ]
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return f"ladder v{self.version}"
+
+
+class Queue(models.Model):
+    class Kind(models.TextChoices):
+        REVIEW = "review", "review"
+        ESCALATION = "escalation", "escalation"
+        APPEALS = "appeals", "appeals"
+        QA = "qa", "QA"
+        LABELING = "labeling", "labeling"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.REVIEW)
+    policies = models.JSONField(default=list, blank=True, help_text="policy codes; empty means all")
+    regions = models.JSONField(default=list, blank=True)
+    languages = models.JSONField(default=list, blank=True)
+    roles = models.JSONField(default=list, help_text="roles that may work this queue")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Case(models.Model):
+    class Route(models.TextChoices):
+        AUTO_ACTION = "auto_action", "automatic action"
+        LLM_VERIFY = "llm_verify", "LLM-verified action"
+        HUMAN_REVIEW = "human_review", "human review"
+        MONITOR = "monitor", "monitor"
+        ALLOW = "allow", "allow"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "waiting for a moderator"
+        CLAIMED = "claimed", "claimed"
+        DECIDED = "decided", "decided"
+        CLOSED = "closed", "closed without human review"
+
+    class LlmState(models.TextChoices):
+        NOT_APPLICABLE = "not_applicable", "not applicable"
+        NOT_CONFIGURED = "not_configured", "LLM verifier not configured"
+        PENDING = "pending", "pending"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        UNAVAILABLE = "unavailable", "LLM unavailable"
+
+    detection_event = models.OneToOneField("detection.DetectionEvent", on_delete=models.PROTECT, related_name="case")
+    listing = models.ForeignKey("detection.Listing", on_delete=models.PROTECT, related_name="cases")
+    trace_id = models.CharField(max_length=128, db_index=True)
+    policy = models.ForeignKey(Policy, to_field="code", on_delete=models.PROTECT, related_name="cases")
+    score = models.FloatField()
+    region = models.CharField(max_length=32)
+    language = models.CharField(max_length=16)
+    route = models.CharField(max_length=16, choices=Route.choices)
+    route_reason = models.CharField(max_length=200, blank=True)
+    ladder_version = models.ForeignKey(LadderVersion, on_delete=models.PROTECT, related_name="cases")
+    state = models.CharField(max_length=16, choices=State.choices)
+    queue_kind = models.CharField(max_length=16, choices=Queue.Kind.choices, default=Queue.Kind.REVIEW)
+    # Earliest-effective-deadline ordering: see reviews/routing.py for the formula.
+    priority_key = models.DateTimeField()
+    sla_due_at = models.DateTimeField()
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="claimed_cases"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    llm_state = models.CharField(max_length=16, choices=LlmState.choices, default=LlmState.NOT_APPLICABLE)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["priority_key", "id"], condition=Q(state="queued"), name="case_queued_priority"
+            ),
+            models.Index(fields=["lease_expires_at"], condition=Q(state="claimed"), name="case_claimed_lease"),
+            models.Index(fields=["claimed_by", "state"], name="case_claimed_by"),
+            models.Index(fields=["state", "policy"], name="case_state_policy"),
+            models.Index(fields=["listing", "-created_at"], name="case_listing"),
+        ]
+
+    def __str__(self) -> str:
+        return f"case {self.pk}"
+
+
+class Decision(AppendOnlyModel):
+    class Verdict(models.TextChoices):
+        VIOLATION = "violation", "violation"
+        NO_VIOLATION = "no_violation", "no violation"
+
+    class Action(models.TextChoices):
+        REMOVE = "remove", "remove listing"
+        WARN = "warn", "warn seller"
+        NONE = "none", "no action"
+
+    class Source(models.TextChoices):
+        HUMAN = "human", "moderator"
+        AUTOMATIC = "automatic", "automatic (policy ladder)"
+        LLM_VERIFIED = "llm_verified", "LLM-verified"
+        QA_CORRECTION = "qa_correction", "QA correction"
+        APPEAL = "appeal", "appeal"
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="decisions")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    policy = models.ForeignKey(Policy, to_field="code", null=True, blank=True, on_delete=models.PROTECT)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    notes = models.TextField(blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    ladder_version = models.ForeignKey(LadderVersion, on_delete=models.PROTECT)
+    time_on_case_ms = models.PositiveIntegerField(null=True, blank=True)
+    supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT)
+    trace_id = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class Enforcement(models.Model):
+    """The outbox of actions for the marketplace; a delivery task sends them."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        SENT = "sent", "sent"
+        FAILED = "failed", "failed"
+
+    decision = models.OneToOneField(Decision, on_delete=models.PROTECT, related_name="enforcement")
+    listing = models.ForeignKey("detection.Listing", on_delete=models.PROTECT, related_name="enforcements")
+    action = models.CharField(max_length=16)
+    reverses = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "created_at"], name="enforcement_state")]
+
+
+class AuditEvent(AppendOnlyModel):
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    actor_label = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64)
+    trace_id = models.CharField(max_length=128, blank=True, db_index=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
+        ordering = ["created_at", "id"]

@@ -1,0 +1,101 @@
+"""Reads of the reviews app, including the one permission-checked fetch per object type."""
+
+from django.db.models import Count, Min, Q
+from django.http import Http404
+from django.utils import timezone
+
+from moderation_portal.roles import APPEALS, MODERATOR, POLICY_ADMIN, QA_LEAD, has_role
+from reviews.models import Case, Decision, Queue
+
+CASE_READERS = (MODERATOR, APPEALS, QA_LEAD, POLICY_ADMIN)
+
+
+def case_get_for_user(*, case_id: int, user) -> Case:
+    """The case with what a page or the API shows about it, if `user` may read it (else 404)."""
+    if not has_role(user, *CASE_READERS):
+        raise Http404("no such case")
+    try:
+        return (
+            Case.objects.select_related(
+                "policy", "listing", "listing__seller", "detection_event", "ladder_version", "claimed_by"
+            )
+            .prefetch_related("listing__images", "decisions__decided_by")
+            .get(id=case_id)
+        )
+    except Case.DoesNotExist as exc:
+        raise Http404("no such case") from exc
+
+
+def cases_for_listing(*, listing_external_id: str):
+    return (
+        Case.objects.select_related("policy", "listing", "detection_event", "ladder_version", "claimed_by")
+        .prefetch_related("listing__images", "decisions__decided_by")
+        .filter(listing__external_id=listing_external_id)
+        .order_by("-created_at", "-id")
+    )
+
+
+def queues_for_user(*, user) -> list[Queue]:
+    from moderation_portal.roles import roles_of
+
+    mine = roles_of(user)
+    return [q for q in Queue.objects.all() if mine & set(q.roles)]
+
+
+def queue_get_for_user(*, slug: str, user) -> Queue:
+    for queue in queues_for_user(user=user):
+        if queue.slug == slug:
+            return queue
+    raise Http404("no such queue")
+
+
+def queue_summaries(*, queues: list[Queue]) -> list[dict]:
+    """Pending counts per policy, oldest case and SLA breaches, for each queue."""
+    now = timezone.now()
+    rows = list(
+        Case.objects.filter(state__in=[Case.State.QUEUED, Case.State.CLAIMED])
+        .values("queue_kind", "policy_id", "region", "language", "state")
+        .annotate(n=Count("id"), oldest=Min("created_at"), breached=Count("id", filter=Q(sla_due_at__lt=now)))
+    )
+    out = []
+    for queue in queues:
+        matching = [
+            r
+            for r in rows
+            if r["queue_kind"] == queue.kind
+            and (not queue.policies or r["policy_id"] in queue.policies)
+            and (not queue.regions or r["region"] in queue.regions)
+            and (not queue.languages or r["language"] in queue.languages)
+        ]
+        per_policy: dict[str, int] = {}
+        for r in matching:
+            if r["state"] == Case.State.QUEUED:
+                per_policy[r["policy_id"]] = per_policy.get(r["policy_id"], 0) + r["n"]
+        oldest = min((r["oldest"] for r in matching if r["state"] == Case.State.QUEUED), default=None)
+        out.append(
+            {
+                "queue": queue,
+                "pending": sum(per_policy.values()),
+                "claimed": sum(r["n"] for r in matching if r["state"] == Case.State.CLAIMED),
+                "per_policy": sorted(per_policy.items(), key=lambda kv: (-kv[1], kv[0])),
+                "oldest_age_seconds": int((now - oldest).total_seconds()) if oldest else None,
+                "sla_breached": sum(r["breached"] for r in matching),
+            }
+        )
+    return out
+
+
+def seller_history(*, seller_id: int) -> dict:
+    decided = (
+        Decision.objects.filter(case__listing__seller_id=seller_id)
+        .values("verdict")
+        .annotate(n=Count("id"))
+    )
+    counts = {row["verdict"]: row["n"] for row in decided}
+    return {
+        "violations_confirmed": counts.get(Decision.Verdict.VIOLATION, 0),
+        "cleared": counts.get(Decision.Verdict.NO_VIOLATION, 0),
+        "open_cases": Case.objects.filter(
+            listing__seller_id=seller_id, state__in=[Case.State.QUEUED, Case.State.CLAIMED]
+        ).count(),
+    }

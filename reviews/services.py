@@ -1,0 +1,339 @@
+"""Writes of the reviews app: opening cases, claims (leases), decisions, enforcement, audit."""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from detection.models import DetectionEvent, Listing
+from moderation_portal.tracing import trace
+from reviews.models import AuditEvent, Case, Decision, Enforcement, LadderVersion, Policy, Queue
+from reviews.routing import priority_key, route_for
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = "system"
+
+
+def _actor_label(user) -> str:
+    return user.get_username() if user is not None else SYSTEM
+
+
+def audit_record(*, action: str, obj, actor=None, trace_id: str = "", data: dict | None = None) -> AuditEvent:
+    event = AuditEvent.objects.create(
+        actor=actor,
+        actor_label=_actor_label(actor),
+        action=action,
+        object_type=type(obj).__name__.lower(),
+        object_id=str(obj.pk),
+        trace_id=trace_id,
+        data=data or {},
+    )
+    with trace(trace_id or None):
+        logger.info("audit %s %s %s by %s", action, event.object_type, event.object_id, event.actor_label)
+    return event
+
+
+def ladder_active() -> LadderVersion:
+    ladder = LadderVersion.objects.filter(is_active=True).first()
+    if ladder is None:
+        raise LadderVersion.DoesNotExist("no active ladder version; run the migrations")
+    return ladder
+
+
+def llm_configured() -> bool:
+    return bool(settings.LLM_BASE_URL and settings.LLM_MODEL)
+
+
+def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
+    """Open one case per newly accepted detection event and route it by the active ladder.
+
+    Runs inside the ingest transaction (detection's `events_accepted` signal).
+    """
+    ladder = ladder_active()
+    policies = {p.code: p for p in Policy.objects.all()}
+    now = timezone.now()
+    listings = {
+        row["id"]: row
+        for row in Listing.objects.filter(id__in={e.listing_id for e in events}).values(
+            "id", "region", "language", "seller_id"
+        )
+    }
+    reach = dict(
+        Listing.objects.filter(seller_id__in={row["seller_id"] for row in listings.values()})
+        .values("seller_id")
+        .annotate(n=Count("id"))
+        .values_list("seller_id", "n")
+    )
+    llm_ready = llm_configured()
+    cases: list[Case] = []
+    for event in events:
+        policy = policies[event.top_policy]
+        thresholds = ladder.thresholds[policy.code]
+        route, reason = route_for(event.top_score, thresholds)
+        listing = listings[event.listing_id]
+        sla_due = event.emitted_at + timedelta(hours=policy.sla_hours)
+        state, llm_state = Case.State.QUEUED, Case.LlmState.NOT_APPLICABLE
+        if route == Case.Route.LLM_VERIFY:
+            if llm_ready:
+                llm_state = Case.LlmState.PENDING
+            else:
+                llm_state = Case.LlmState.NOT_CONFIGURED
+                reason += "; LLM verifier not configured, so a human reviews it"
+        elif route in (Case.Route.AUTO_ACTION, Case.Route.MONITOR, Case.Route.ALLOW):
+            state = Case.State.CLOSED
+        cases.append(
+            Case(
+                detection_event=event,
+                listing_id=event.listing_id,
+                trace_id=event.trace_id,
+                policy=policy,
+                score=event.top_score,
+                region=listing["region"],
+                language=listing["language"],
+                route=route,
+                route_reason=reason[:200],
+                ladder_version=ladder,
+                state=state,
+                priority_key=priority_key(
+                    sla_due_at=sla_due,
+                    severity=policy.severity,
+                    score=event.top_score,
+                    seller_listings=reach.get(listing["seller_id"], 0),
+                ),
+                sla_due_at=sla_due,
+                llm_state=llm_state,
+                created_at=now,
+                decided_at=now if route == Case.Route.AUTO_ACTION else None,
+            )
+        )
+    Case.objects.bulk_create(cases)
+
+    decisions = [
+        Decision(
+            case=case,
+            verdict=Decision.Verdict.VIOLATION,
+            policy=case.policy,
+            action=ladder.thresholds[case.policy_id].get("auto_action_kind", "remove"),
+            notes=case.route_reason,
+            source=Decision.Source.AUTOMATIC,
+            ladder_version=ladder,
+            trace_id=case.trace_id,
+            created_at=now,
+        )
+        for case in cases
+        if case.route == Case.Route.AUTO_ACTION
+    ]
+    Decision.objects.bulk_create(decisions)
+    Enforcement.objects.bulk_create(
+        [Enforcement(decision=d, listing_id=d.case.listing_id, action=d.action, created_at=now) for d in decisions]
+    )
+    audits = [
+        AuditEvent(
+            actor_label="detection-tier",
+            action="case_opened",
+            object_type="case",
+            object_id=str(case.pk),
+            trace_id=case.trace_id,
+            data={
+                "event_id": case.detection_event.event_id,
+                "route": case.route,
+                "reason": case.route_reason,
+                "ladder_version": ladder.version,
+                "policy": case.policy_id,
+                "score": case.score,
+            },
+            created_at=now,
+        )
+        for case in cases
+    ] + [
+        AuditEvent(
+            actor_label=SYSTEM,
+            action="decision_recorded",
+            object_type="case",
+            object_id=str(d.case_id),
+            trace_id=d.trace_id,
+            data={"decision_id": d.pk, "source": d.source, "verdict": d.verdict, "action": d.action},
+            created_at=now,
+        )
+        for d in decisions
+    ]
+    AuditEvent.objects.bulk_create(audits)
+    for case in cases:
+        with trace(case.trace_id):
+            logger.info("case %s opened: %s", case.pk, case.route_reason)
+    transaction.on_commit(lambda: _after_cases_opened([c.pk for c in cases]))
+    return cases
+
+
+def _after_cases_opened(case_ids: list[int]) -> None:
+    from reviews import live
+
+    live.notify_queues_changed()
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+class ClaimError(Exception):
+    pass
+
+
+def _queue_filter(qs, queue: Queue | None):
+    if queue is None:
+        return qs.filter(queue_kind=Queue.Kind.REVIEW)
+    qs = qs.filter(queue_kind=queue.kind)
+    if queue.policies:
+        qs = qs.filter(policy_id__in=queue.policies)
+    if queue.regions:
+        qs = qs.filter(region__in=queue.regions)
+    if queue.languages:
+        qs = qs.filter(language__in=queue.languages)
+    return qs
+
+
+def leases_release_expired() -> int:
+    """Give expired claims back to their queue. Called by beat and, cheaply, before claims."""
+    now = timezone.now()
+    expired = list(
+        Case.objects.filter(state=Case.State.CLAIMED, lease_expires_at__lt=now).values_list("id", "trace_id", "claimed_by_id")
+    )
+    released = 0
+    for case_id, trace_id, user_id in expired:
+        if Case.objects.filter(id=case_id, state=Case.State.CLAIMED, lease_expires_at__lt=now).update(
+            state=Case.State.QUEUED, claimed_by=None, claimed_at=None, lease_expires_at=None
+        ):
+            released += 1
+            AuditEvent.objects.create(
+                actor_label=SYSTEM, action="lease_expired", object_type="case", object_id=str(case_id),
+                trace_id=trace_id, data={"claimed_by": user_id},
+            )
+    if released:
+        transaction.on_commit(_notify)
+    return released
+
+
+def _notify() -> None:
+    from reviews import live
+
+    live.notify_queues_changed()
+
+
+def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
+    """Give `user` the highest-priority unclaimed case of the queue, under a lease.
+
+    A user who already holds a live claim in the queue gets that case again. Two claimers never
+    get the same case: the candidate row is locked with SKIP LOCKED (PostgreSQL) and taken by a
+    conditional update, which also makes SQLite (no row locks) safe.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.CLAIM_LEASE_SECONDS)
+    held = _queue_filter(
+        Case.objects.filter(state=Case.State.CLAIMED, claimed_by=user, lease_expires_at__gt=now), queue
+    ).order_by("claimed_at").first()
+    if held is not None:
+        return held
+    for _ in range(20):
+        with transaction.atomic():
+            candidate = (
+                _queue_filter(Case.objects.filter(state=Case.State.QUEUED), queue)
+                .select_for_update(skip_locked=True)
+                .order_by("priority_key", "id")
+                .values_list("id", flat=True)[:1]
+            )
+            ids = list(candidate)
+            if not ids:
+                return None
+            taken = Case.objects.filter(id=ids[0], state=Case.State.QUEUED).update(
+                state=Case.State.CLAIMED, claimed_by=user, claimed_at=now, lease_expires_at=now + lease
+            )
+            if not taken:
+                continue  # somebody else took it between our read and write (SQLite): next one
+            case = Case.objects.select_related("policy").get(id=ids[0])
+            audit_record(action="case_claimed", obj=case, actor=user, trace_id=case.trace_id,
+                         data={"queue": queue.slug if queue else None, "lease_expires_at": case.lease_expires_at.isoformat()})
+            transaction.on_commit(_notify)
+            return case
+    raise ClaimError("could not claim a case after 20 attempts")
+
+
+def case_release(*, case: Case, user, reason: str = "released") -> bool:
+    with transaction.atomic():
+        released = Case.objects.filter(id=case.id, state=Case.State.CLAIMED, claimed_by=user).update(
+            state=Case.State.QUEUED, claimed_by=None, claimed_at=None, lease_expires_at=None
+        )
+        if released:
+            audit_record(action="case_released", obj=case, actor=user, trace_id=case.trace_id, data={"reason": reason})
+            transaction.on_commit(_notify)
+    return bool(released)
+
+
+def cases_release_all_for_user(*, user) -> int:
+    count = 0
+    for case in Case.objects.filter(state=Case.State.CLAIMED, claimed_by=user):
+        count += case_release(case=case, user=user, reason="logout")
+    return count
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+class LeaseNotHeld(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    verdict: str
+    policy: str | None
+    action: str
+    notes: str = ""
+    time_on_case_ms: int | None = None
+
+
+def decision_record(*, case: Case, user, data: DecisionInput) -> Decision:
+    """Record a moderator's decision. The caller must hold a live lease on the case."""
+    now = timezone.now()
+    with transaction.atomic():
+        closed = Case.objects.filter(
+            id=case.id, state=Case.State.CLAIMED, claimed_by=user, lease_expires_at__gt=now
+        ).update(state=Case.State.DECIDED, decided_at=now, claimed_by=None, lease_expires_at=None)
+        if closed != 1:
+            raise LeaseNotHeld("you do not hold a live claim on this case")
+        ladder = ladder_active()
+        decision = Decision.objects.create(
+            case=case,
+            verdict=data.verdict,
+            policy_id=data.policy,
+            action=data.action,
+            notes=data.notes,
+            source=Decision.Source.HUMAN,
+            decided_by=user,
+            ladder_version=ladder,
+            time_on_case_ms=data.time_on_case_ms,
+            trace_id=case.trace_id,
+            created_at=now,
+        )
+        if data.action != Decision.Action.NONE:
+            Enforcement.objects.create(decision=decision, listing_id=case.listing_id, action=data.action, created_at=now)
+        audit_record(
+            action="decision_recorded",
+            obj=case,
+            actor=user,
+            trace_id=case.trace_id,
+            data={
+                "decision_id": decision.pk,
+                "source": decision.source,
+                "verdict": decision.verdict,
+                "policy": decision.policy_id,
+                "action": decision.action,
+                "ladder_version": ladder.version,
+                "time_on_case_ms": data.time_on_case_ms,
+            },
+        )
+        transaction.on_commit(_notify)
+    return decision
