@@ -45,6 +45,8 @@ def _defaults(request):
 @pytest.fixture(autouse=True)
 def _media(tmp_path, settings):
     settings.MEDIA_ROOT = str(tmp_path / "media")
+    # Password hashing is slow by design; tests that need real logins still get real checks.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _person(username: str, *roles: str) -> User:

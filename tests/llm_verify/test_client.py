@@ -79,7 +79,10 @@ def test_llama_cpp_form_sends_the_full_schema(fake_llm, context):
     assert client.verify(context).status == "ok"
     response_format = fake_llm.requests[0]["response_format"]
     assert response_format["type"] == "json_object"
-    assert response_format["schema"]["properties"]["rationale"]["maxLength"] == 300
+    schema = response_format["schema"]
+    assert schema["properties"]["rationale"]["maxLength"] == 300
+    steps = schema["properties"]["confidence"]["enum"]
+    assert (len(steps), steps[0], steps[1], steps[-1]) == (21, 0.0, 0.05, 1.0)
 
 
 def test_auto_falls_back_to_json_object_when_json_schema_is_refused(fake_llm, context):

@@ -1,0 +1,78 @@
+"""Concurrency on the real PostgreSQL: many connections at once, as many web nodes would."""
+
+import threading
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import close_old_connections, connection
+
+from detection.services import events_ingest
+from reviews import services
+from reviews.models import Case
+from tests import factories as f
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row locks and SKIP LOCKED are PostgreSQL's; the suite runs on it"
+)
+
+
+def run_threads(n, target):
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def runner(i):
+        try:
+            barrier.wait()
+            results[i] = target(i)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_concurrent_claimers_never_share_a_case():
+    events = [f.event(score=0.5 + i / 100) for i in range(30)]
+    events_ingest(events=events, source="api")
+    group = Group.objects.get(name="moderator")
+    users = []
+    for i in range(40):
+        u = User.objects.create_user(f"claimer-{i}")
+        u.groups.add(group)
+        users.append(u)
+
+    claimed = run_threads(40, lambda i: getattr(services.case_claim_next(user=users[i]), "id", None))
+    got = [c for c in claimed if c is not None]
+    assert len(got) == 30 and len(set(got)) == 30, "a case was handed out twice or one was stranded"
+    assert claimed.count(None) == 10
+    assert Case.objects.filter(state="claimed").count() == 30
+    owners = dict(Case.objects.filter(state="claimed").values_list("id", "claimed_by_id"))
+    assert len(set(owners.values())) == 30
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_event_from_two_workers_at_once_makes_one_case():
+    ev = f.event()
+    outcomes = run_threads(8, lambda i: events_ingest(events=[ev], source="celery")[0].status)
+    assert sorted(outcomes) == ["accepted"] + ["duplicate"] * 7
+    assert Case.objects.filter(detection_event__event_id=ev["event_id"]).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_overlapping_batches_from_concurrent_workers():
+    shared = [f.event(seller=f"seller-{i % 3}") for i in range(20)]
+    own = [[f.event(seller=f"seller-{i % 3}") for i in range(10)] for _ in range(4)]
+    results = run_threads(4, lambda i: [o.status for o in events_ingest(events=shared + own[i], source="celery")])
+    accepted = sum(r.count("accepted") for r in results)
+    duplicates = sum(r.count("duplicate") for r in results)
+    assert accepted == 20 + 40 and duplicates == 3 * 20
+    assert Case.objects.count() == 60
