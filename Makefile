@@ -1,0 +1,54 @@
+# The moderation portal. `make demo` and `make test` do every step on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# torch and torchvision are pinned everywhere: an unpinned resolve pulls GBs of CUDA wheels.
+PINS := torch==2.13.0 torchvision==0.28.0
+
+TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/moderation_portal \
+	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-not-secret SECURE_COOKIES=false
+
+.PHONY: demo test bench lint venv services schema clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip<25" wheel
+	$(PIP) install -q -c requirements.lock $(PINS) -e '.[dev]'
+	touch $(STAMP)
+
+# PostgreSQL and Redis run on this kind of machine; start whichever has stopped.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || { \
+	  echo "starting PostgreSQL"; pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	  for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { \
+	  echo "starting Redis"; redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+	    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log; \
+	  for i in $$(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done; }
+
+demo: venv
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py demo_setup
+	$(PY) manage.py runserver --noreload 127.0.0.1:8000
+
+test: venv services
+	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider
+
+bench: venv services
+	$(TEST_ENV) $(PY) -m bench.run
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+schema: venv
+	$(PY) -c "import json, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'moderation_portal.settings'); \
+	import django; django.setup(); from detection.schema import event_schema; \
+	open('docs/detection-event.v1.schema.json', 'w').write(json.dumps(event_schema(), indent=2) + '\n')"
+
+clean:
+	rm -rf var .pytest_cache
