@@ -11,7 +11,7 @@ PINS := torch==2.13.0 torchvision==0.28.0
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/moderation_portal \
 	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-not-secret SECURE_COOKIES=false
 
-.PHONY: demo test bench lint venv services schema clean
+.PHONY: demo test bench lint venv services chromium schema clean
 
 venv: $(STAMP)
 
@@ -31,12 +31,17 @@ services:
 	    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log; \
 	  for i in $$(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done; }
 
+# Browser tests drive Debian's Chromium through Playwright; no browser is ever downloaded.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: venv
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py demo_setup
 	$(PY) manage.py runserver --noreload 127.0.0.1:8000
 
-test: venv services
+test: venv services chromium
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider
 
 bench: venv services

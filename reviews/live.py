@@ -1,6 +1,8 @@
 """Small "changed" events for open pages, sent after commit; pages re-fetch their fragment."""
 
+import asyncio
 import logging
+import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -17,6 +19,14 @@ def case_group(case_id: int) -> str:
 def _send(group: str, message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # the usual case: a worker thread or process with no event loop of its own
+    else:
+        # Called from a thread that runs an event loop: send from a helper thread instead.
+        threading.Thread(target=_send, args=(group, message), daemon=True).start()
         return
     try:
         async_to_sync(layer.group_send)(group, message)

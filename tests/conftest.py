@@ -43,10 +43,12 @@ def _defaults(request):
 
 
 @pytest.fixture(autouse=True)
-def _media(tmp_path, settings):
+def _media(request, tmp_path, settings):
     settings.MEDIA_ROOT = str(tmp_path / "media")
-    # Password hashing is slow by design; tests that need real logins still get real checks.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Password hashing is slow by design; tests that log in through the test client still check
+    # real passwords. Browser tests log in to a separate server process with its own hashers.
+    if not request.node.get_closest_marker("browser"):
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _person(username: str, *roles: str) -> User:

@@ -102,6 +102,21 @@ def test_auto_falls_back_to_json_object_when_json_schema_is_refused(fake_llm, co
     assert fake_llm.requests[2]["response_format"]["type"] == "json_object"
 
 
+def test_auto_recognises_llama_cpp_refusing_json_schema(fake_llm, context):
+    # llama-cpp-python's server reports its request validation error as a 500.
+    refusal = Reply.error(
+        500,
+        "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', "
+        "'type'), 'msg': \"Input should be 'text' or 'json_object'\"}",
+    )
+    fake_llm.script(refusal, Reply.content(GOOD_VERDICT))
+    sleeps: list[float] = []
+    result = _client(fake_llm, sleeps=sleeps).verify(context)
+    assert result.status == "ok"
+    assert result.structured_output == "json_object"
+    assert sleeps == []  # switched form at once, not retried as a server fault
+
+
 def test_not_json_is_retried_once_then_schema_failed(fake_llm, context):
     fake_llm.script(Reply.content("Sure! The listing is a violation."))
     result = _client(fake_llm).verify(context)
