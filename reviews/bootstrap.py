@@ -18,7 +18,9 @@ def defaults_ensure() -> None:
             code=code, defaults={"name": name, "severity": severity, "sla_hours": sla_hours, "guideline": guideline}
         )
     if not LadderVersion.objects.exists():
-        LadderVersion.objects.create(version=1, thresholds=default_ladder(), notes="defaults from the seeds", is_active=True)
+        LadderVersion.objects.create(
+            version=1, state="published", thresholds=default_ladder(), notes="defaults from the seeds", is_active=True
+        )
     for position, (slug, name, kind, policies, roles) in enumerate(QUEUES):
         Queue.objects.get_or_create(
             slug=slug, defaults={"name": name, "kind": kind, "policies": policies, "roles": roles, "position": position}

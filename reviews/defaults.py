@@ -24,17 +24,13 @@ POLICIES = [
      "authenticity. Not violating: genuine second-hand branded goods, unbranded look-alikes."),
 ]
 
-DEFAULT_THRESHOLDS = {
-    "monitor": 0.30,
-    "review": 0.50,
-    "llm_verify": 0.70,
-    "auto_action": 0.95,
-    "auto_action_kind": "remove",
-}
-
-
 def default_ladder() -> dict:
-    return {code: dict(DEFAULT_THRESHOLDS) for code, *_ in POLICIES}
+    from reviews.ladder import DEFAULT_POLICY
+
+    return {
+        code: {**DEFAULT_POLICY, "severity": severity, "sla_hours": sla_hours}
+        for code, _name, severity, sla_hours, _guideline in POLICIES
+    }
 
 
 QUEUES = [

@@ -51,23 +51,38 @@ class Policy(models.Model):
 
 
 class LadderVersion(models.Model):
-    """The enforcement ladder: per-policy thresholds. Published versions never change."""
+    """The enforcement ladder (reviews/ladder.py). A draft is edited; publishing gives it the next
+    version number, after which it never changes. One published version is active."""
 
-    version = models.PositiveIntegerField(unique=True)
+    class State(models.TextChoices):
+        DRAFT = "draft", "draft"
+        PUBLISHED = "published", "published"
+
+    version = models.PositiveIntegerField(unique=True, null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.DRAFT)
     thresholds = models.JSONField()
     notes = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    based_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    published_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_ladder")
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_ladder"),
+            models.UniqueConstraint(fields=["state"], condition=Q(state="draft"), name="one_ladder_draft"),
+            models.CheckConstraint(
+                condition=Q(state="draft", version__isnull=True) | Q(state="published", version__isnull=False),
+                name="published_ladders_have_a_version",
+            ),
         ]
         ordering = ["-version"]
 
     def __str__(self) -> str:
-        return f"ladder v{self.version}"
+        return f"ladder v{self.version}" if self.version else "ladder draft"
 
 
 class Queue(models.Model):
@@ -137,6 +152,10 @@ class Case(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     llm_state = models.CharField(max_length=16, choices=LlmState.choices, default=LlmState.NOT_APPLICABLE)
+    # The tier's action for the score (remove, warn, none): what an automatic or LLM-verified
+    # decision may take; an LLM can never take more than this.
+    ladder_action = models.CharField(max_length=16, default="none")
+    suspension_review = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -163,6 +182,7 @@ class Decision(AppendOnlyModel):
     class Action(models.TextChoices):
         REMOVE = "remove", "remove listing"
         WARN = "warn", "warn seller"
+        SUSPEND = "suspend", "suspend seller account"
         NONE = "none", "no action"
 
     class Source(models.TextChoices):

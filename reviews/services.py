@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from detection.models import DetectionEvent, Listing
 from moderation_portal.tracing import trace
+from reviews import ladder as ladder_rules
 from reviews.models import AuditEvent, Case, Decision, Enforcement, LadderVersion, Policy, Queue
-from reviews.routing import priority_key, route_for
+from reviews.routing import priority_key
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def audit_record(*, action: str, obj, actor=None, trace_id: str = "", data: dict
 
 
 def ladder_active() -> LadderVersion:
-    ladder = LadderVersion.objects.filter(is_active=True).first()
+    ladder = LadderVersion.objects.filter(is_active=True, state=LadderVersion.State.PUBLISHED).first()
     if ladder is None:
         raise LadderVersion.DoesNotExist("no active ladder version; run the migrations")
     return ladder
@@ -74,16 +75,19 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
     for event in events:
         policy = policies[event.top_policy]
         thresholds = ladder.thresholds[policy.code]
-        route, reason = route_for(event.top_score, thresholds)
+        routed = ladder_rules.route(event.top_score, thresholds)
+        route, reason = routed.route, routed.reason
         listing = listings[event.listing_id]
-        sla_due = event.emitted_at + timedelta(hours=policy.sla_hours)
-        state, llm_state = Case.State.QUEUED, Case.LlmState.NOT_APPLICABLE
+        sla_due = event.emitted_at + timedelta(hours=thresholds["sla_hours"])
+        state, llm_state, queue_kind = Case.State.QUEUED, Case.LlmState.NOT_APPLICABLE, Queue.Kind.REVIEW
         if route == Case.Route.LLM_VERIFY:
             if llm_ready:
                 llm_state = Case.LlmState.PENDING
             else:
                 llm_state = Case.LlmState.NOT_CONFIGURED
                 reason += "; LLM verifier not configured, so a human reviews it"
+        elif route == Case.Route.AUTO_ACTION and routed.suspension_review:
+            queue_kind = Queue.Kind.ESCALATION  # the removal is automatic; the suspension is a person's call
         elif route in (Case.Route.AUTO_ACTION, Case.Route.MONITOR, Case.Route.ALLOW):
             state = Case.State.CLOSED
         cases.append(
@@ -98,17 +102,20 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
                 route=route,
                 route_reason=reason[:200],
                 ladder_version=ladder,
+                ladder_action=routed.action,
+                suspension_review=routed.suspension_review,
                 state=state,
+                queue_kind=queue_kind,
                 priority_key=priority_key(
                     sla_due_at=sla_due,
-                    severity=policy.severity,
+                    severity=thresholds["severity"],
                     score=event.top_score,
                     seller_listings=reach.get(listing["seller_id"], 0),
                 ),
                 sla_due_at=sla_due,
                 llm_state=llm_state,
                 created_at=now,
-                decided_at=now if route == Case.Route.AUTO_ACTION else None,
+                decided_at=now if state == Case.State.CLOSED and route == Case.Route.AUTO_ACTION else None,
             )
         )
     Case.objects.bulk_create(cases)
@@ -118,7 +125,7 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
             case=case,
             verdict=Decision.Verdict.VIOLATION,
             policy=case.policy,
-            action=ladder.thresholds[case.policy_id].get("auto_action_kind", "remove"),
+            action=case.ladder_action,
             notes=case.route_reason,
             source=Decision.Source.AUTOMATIC,
             ladder_version=ladder,
@@ -337,3 +344,80 @@ def decision_record(*, case: Case, user, data: DecisionInput) -> Decision:
         )
         transaction.on_commit(_notify)
     return decision
+
+
+# --- the policy ladder ------------------------------------------------------------------------
+
+
+def ladder_draft_save(*, user, thresholds: dict, notes: str = "") -> LadderVersion:
+    """Create or update the one shared draft. `thresholds` must be validated already."""
+    with transaction.atomic():
+        draft = LadderVersion.objects.select_for_update().filter(state=LadderVersion.State.DRAFT).first()
+        active = ladder_active()
+        if draft is None:
+            draft = LadderVersion.objects.create(
+                state=LadderVersion.State.DRAFT, thresholds=thresholds, notes=notes, based_on=active, created_by=user
+            )
+            action = "ladder_draft_created"
+        else:
+            draft.thresholds, draft.notes, draft.updated_at = thresholds, notes, timezone.now()
+            draft.save(update_fields=["thresholds", "notes", "updated_at"])
+            action = "ladder_draft_saved"
+        audit_record(action=action, obj=draft, actor=user,
+                     data={"based_on": active.version, "changes": ladder_rules.diff(active.thresholds, thresholds)})
+    return draft
+
+
+def ladder_draft_discard(*, user) -> bool:
+    with transaction.atomic():
+        draft = LadderVersion.objects.select_for_update().filter(state=LadderVersion.State.DRAFT).first()
+        if draft is None:
+            return False
+        audit_record(action="ladder_draft_discarded", obj=draft, actor=user)
+        draft.delete()
+    return True
+
+
+def _activate(version: LadderVersion) -> None:
+    LadderVersion.objects.filter(is_active=True).update(is_active=False)
+    LadderVersion.objects.filter(id=version.id).update(is_active=True)
+    # The policies' displayed severity and SLA follow the active version.
+    for code, row in version.thresholds.items():
+        Policy.objects.filter(code=code).update(severity=row["severity"], sla_hours=row["sla_hours"])
+
+
+def ladder_publish(*, user) -> LadderVersion:
+    """Turn the draft into the next immutable version and make it active."""
+    from django.db.models import Max
+
+    with transaction.atomic():
+        draft = LadderVersion.objects.select_for_update().filter(state=LadderVersion.State.DRAFT).first()
+        if draft is None:
+            raise LadderVersion.DoesNotExist("there is no draft to publish")
+        ladder_rules.validate(draft.thresholds)  # never publish what does not validate
+        previous = ladder_active()
+        number = (LadderVersion.objects.aggregate(n=Max("version"))["n"] or 0) + 1
+        now = timezone.now()
+        LadderVersion.objects.filter(id=draft.id).update(
+            state=LadderVersion.State.PUBLISHED, version=number, published_by=user, published_at=now
+        )
+        draft.refresh_from_db()
+        _activate(draft)
+        audit_record(action="ladder_published", obj=draft, actor=user,
+                     data={"version": number, "previous": previous.version,
+                           "changes": ladder_rules.diff(previous.thresholds, draft.thresholds)})
+        draft.refresh_from_db()
+    return draft
+
+
+def ladder_activate(*, user, version: LadderVersion) -> LadderVersion:
+    """Make an earlier published version active again (a rollback), audited."""
+    with transaction.atomic():
+        previous = ladder_active()
+        if version.state != LadderVersion.State.PUBLISHED:
+            raise ValueError("only published versions can be activated")
+        _activate(version)
+        audit_record(action="ladder_activated", obj=version, actor=user,
+                     data={"version": version.version, "previous": previous.version})
+    version.refresh_from_db()
+    return version

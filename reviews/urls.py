@@ -1,6 +1,6 @@
 from django.urls import path
 
-from reviews import apis, views
+from reviews import apis, ladder_views, views
 
 app_name = "reviews"
 
@@ -13,6 +13,16 @@ urlpatterns = [
     path("cases/<int:case_id>/decide/", views.case_decide, name="case_decide"),
     path("cases/<int:case_id>/release/", views.case_release, name="case_release"),
     path("images/<int:image_id>/", views.listing_image, name="listing_image"),
+    path("ladder/", ladder_views.ladder_page, name="ladder"),
+    path("ladder/draft/start/", ladder_views.ladder_draft_start, name="ladder_draft_start"),
+    path("ladder/draft/", ladder_views.ladder_draft_save, name="ladder_draft_save"),
+    path("ladder/draft/discard/", ladder_views.ladder_draft_discard, name="ladder_draft_discard"),
+    path("ladder/draft/export.yaml", ladder_views.ladder_draft_export, name="ladder_draft_export"),
+    path("ladder/publish/", ladder_views.ladder_publish, name="ladder_publish"),
+    path("ladder/import/", ladder_views.ladder_import, name="ladder_import"),
+    path("ladder/versions/<int:number>/", ladder_views.ladder_version, name="ladder_version"),
+    path("ladder/versions/<int:number>/export.yaml", ladder_views.ladder_export, name="ladder_export"),
+    path("ladder/versions/<int:number>/activate/", ladder_views.ladder_activate, name="ladder_activate"),
 ]
 
 api_urlpatterns = [

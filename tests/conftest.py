@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
-from moderation_portal.roles import APPEALS, DETECTION_TIER, MODERATOR, POLICY_ADMIN, QA_LEAD
+from moderation_portal.roles import APPEALS, MODERATOR, POLICY_ADMIN, QA_LEAD
 
 
 def _reachable(host: str, port: int) -> bool:

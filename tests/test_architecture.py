@@ -50,7 +50,7 @@ def test_the_web_process_starts_without_torch():
         "import django; django.setup();"
         "from django.urls import get_resolver; get_resolver().url_patterns;"
         "import moderation_portal.asgi;"
-        "heavy = sorted(m for m in %r if m in sys.modules); print(heavy); sys.exit(1 if heavy else 0)" % sorted(HEAVY)
+        f"heavy = sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules); print(heavy); sys.exit(1 if heavy else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

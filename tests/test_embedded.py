@@ -4,19 +4,19 @@ Runs the portal as `make demo` does (a separate process with no DATABASE_URL or 
 drives it over HTTP the way the detection tier and a moderator would.
 """
 
+import http.cookiejar
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import http.cookiejar
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
+
 import pytest
 
 from tests import factories as f

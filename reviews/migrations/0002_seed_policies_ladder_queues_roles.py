@@ -18,7 +18,9 @@ def seed(apps, schema_editor):
             code=code, defaults={"name": name, "severity": severity, "sla_hours": sla_hours, "guideline": guideline}
         )
     if not LadderVersion.objects.exists():
-        LadderVersion.objects.create(version=1, thresholds=default_ladder(), notes="defaults from the seeds", is_active=True)
+        LadderVersion.objects.create(
+            version=1, state="published", thresholds=default_ladder(), notes="defaults from the seeds", is_active=True
+        )
     for position, (slug, name, kind, policies, roles) in enumerate(QUEUES):
         Queue.objects.update_or_create(
             slug=slug, defaults={"name": name, "kind": kind, "policies": policies, "roles": roles, "position": position}
@@ -36,7 +38,8 @@ def append_only_triggers(apps, schema_editor):
             RAISE EXCEPTION '% rows are append-only', TG_TABLE_NAME;
         END;
         $$ LANGUAGE plpgsql;
-        """
+        """,
+        params=None,
     )
     for table in APPEND_ONLY_TABLES:
         schema_editor.execute(

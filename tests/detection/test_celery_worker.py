@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from detection.tasks import ingest_events_task
 from detection.models import DeadLetter
+from detection.tasks import ingest_events_task
 from moderation_portal.celery import app
 from reviews.models import Case
 from tests import factories as f

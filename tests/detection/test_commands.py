@@ -82,8 +82,9 @@ def test_simulate_detection_tier_through_the_celery_path(eager_celery):
 
 
 def test_simulator_is_deterministic_and_obfuscates():
-    from detection.simulator import DetectionTierSimulator, obfuscate
     import random
+
+    from detection.simulator import DetectionTierSimulator, obfuscate
 
     a = DetectionTierSimulator(seed=3).batch(20)
     b = DetectionTierSimulator(seed=3).batch(20)
