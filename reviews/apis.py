@@ -1,5 +1,5 @@
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -79,3 +79,51 @@ class CaseReleaseApi(APIView):
         return Response({"released": True})
 
 
+
+
+class ReasonInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, min_length=3)
+
+
+class HeartbeatOutput(serializers.Serializer):
+    lease_expires_at = serializers.DateTimeField()
+
+
+class CaseHeartbeatApi(APIView):
+    """The open review page calls this to keep its claim; without it the lease expires."""
+
+    permission_classes = [role_permission(MODERATOR)]
+
+    @extend_schema(request=None, responses={200: HeartbeatOutput, 409: OpenApiResponse(description="claim ended")})
+    def post(self, request, case_id: int):
+        case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+        held = services.case_heartbeat(case=case, user=request.user)
+        if held is None:
+            return error_response("lease_not_held", "Your claim on this case has ended.", status_code=409)
+        return Response({"lease_expires_at": held.lease_expires_at})
+
+
+class CaseSkipApi(APIView):
+    permission_classes = [role_permission(MODERATOR)]
+
+    @extend_schema(request=ReasonInput, responses={200: OpenApiResponse(description="skipped"), 409: OpenApiResponse(description="not held")})
+    def post(self, request, case_id: int):
+        case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+        data = ReasonInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not services.case_skip(case=case, user=request.user, reason=data.validated_data["reason"]):
+            return error_response("lease_not_held", "You do not hold a claim on this case.", status_code=409)
+        return Response({"skipped": True})
+
+
+class CaseEscalateApi(APIView):
+    permission_classes = [role_permission(MODERATOR)]
+
+    @extend_schema(request=ReasonInput, responses={200: OpenApiResponse(description="escalated"), 409: OpenApiResponse(description="not held")})
+    def post(self, request, case_id: int):
+        case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+        data = ReasonInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not services.case_escalate(case=case, user=request.user, reason=data.validated_data["reason"]):
+            return error_response("lease_not_held", "You do not hold a claim on this case.", status_code=409)
+        return Response({"escalated": True})

@@ -6,7 +6,7 @@ The migration seeds a new database; this is for databases that were emptied (tes
 from django.contrib.auth.models import Group
 
 from moderation_portal.roles import ALL_ROLES
-from reviews.defaults import POLICIES, QUEUES, default_ladder
+from reviews.defaults import POLICIES, QUEUES, SENIOR_GROUP, default_ladder
 from reviews.models import LadderVersion, Policy, Queue
 
 
@@ -21,7 +21,8 @@ def defaults_ensure() -> None:
         LadderVersion.objects.create(
             version=1, state="published", thresholds=default_ladder(), notes="defaults from the seeds", is_active=True
         )
-    for position, (slug, name, kind, policies, roles) in enumerate(QUEUES):
+    Group.objects.get_or_create(name=SENIOR_GROUP)
+    for position, (slug, name, kind, policies, roles, groups) in enumerate(QUEUES):
         Queue.objects.get_or_create(
-            slug=slug, defaults={"name": name, "kind": kind, "policies": policies, "roles": roles, "position": position}
+            slug=slug, defaults={"name": name, "kind": kind, "policies": policies, "roles": roles, "groups": groups, "position": position}
         )

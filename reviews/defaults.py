@@ -33,12 +33,14 @@ def default_ladder() -> dict:
     }
 
 
+SENIOR_GROUP = "senior_moderator"
+
 QUEUES = [
-    # slug, name, kind, policies, roles
-    ("all", "All policies", "review", [], ["moderator"]),
-    ("high-harm", "High harm: trafficking and firearms", "review", ["human_trafficking", "firearms"], ["moderator"]),
-    ("drugs", "Drugs", "review", ["drugs"], ["moderator"]),
-    ("goods", "Counterfeit and stolen goods", "review", ["counterfeit", "stolen_goods"], ["moderator"]),
-    ("scam", "Scams", "review", ["scam"], ["moderator"]),
-    ("escalations", "Escalations (senior)", "escalation", [], ["moderator", "qa_lead"]),
+    # slug, name, kind, policies, roles, groups
+    ("all", "All policies", "review", [], ["moderator"], []),
+    ("high-harm", "High harm: trafficking and firearms", "review", ["human_trafficking", "firearms"], ["moderator"], []),
+    ("drugs", "Drugs", "review", ["drugs"], ["moderator"], []),
+    ("goods", "Counterfeit and stolen goods", "review", ["counterfeit", "stolen_goods"], ["moderator"], []),
+    ("scam", "Scams", "review", ["scam"], ["moderator"], []),
+    ("escalations", "Escalations and suspensions (senior)", "escalation", [], ["moderator"], [SENIOR_GROUP]),
 ]

@@ -100,6 +100,9 @@ class Queue(models.Model):
     regions = models.JSONField(default=list, blank=True)
     languages = models.JSONField(default=list, blank=True)
     roles = models.JSONField(default=list, help_text="roles that may work this queue")
+    groups = models.JSONField(
+        default=list, blank=True, help_text="if set, the user must also be in one of these groups (e.g. senior_moderator)"
+    )
     position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
@@ -172,6 +175,19 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return f"case {self.pk}"
+
+
+class CaseSkip(models.Model):
+    """A moderator passed on a case (with a reason); claim-next does not offer it to them again."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="skips")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=500)
+    escalated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="skip_user")]
 
 
 class Decision(AppendOnlyModel):

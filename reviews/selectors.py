@@ -39,7 +39,10 @@ def queues_for_user(*, user) -> list[Queue]:
     from moderation_portal.roles import roles_of
 
     mine = roles_of(user)
-    return [q for q in Queue.objects.all() if mine & set(q.roles)]
+    if not mine:
+        return []
+    groups = set(user.groups.values_list("name", flat=True))
+    return [q for q in Queue.objects.all() if mine & set(q.roles) and (not q.groups or groups & set(q.groups))]
 
 
 def queue_get_for_user(*, slug: str, user) -> Queue:

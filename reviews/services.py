@@ -12,7 +12,16 @@ from django.utils import timezone
 from detection.models import DetectionEvent, Listing
 from moderation_portal.tracing import trace
 from reviews import ladder as ladder_rules
-from reviews.models import AuditEvent, Case, Decision, Enforcement, LadderVersion, Policy, Queue
+from reviews.models import (
+    AuditEvent,
+    Case,
+    CaseSkip,
+    Decision,
+    Enforcement,
+    LadderVersion,
+    Policy,
+    Queue,
+)
 from reviews.routing import priority_key
 
 logger = logging.getLogger(__name__)
@@ -190,6 +199,10 @@ class ClaimError(Exception):
     pass
 
 
+# A moderator who skipped or escalated a case is not offered it again for this long.
+SKIP_MEMORY = timedelta(hours=12)
+
+
 def _queue_filter(qs, queue: Queue | None):
     if queue is None:
         return qs.filter(queue_kind=Queue.Kind.REVIEW)
@@ -244,10 +257,12 @@ def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
     ).order_by("claimed_at").first()
     if held is not None:
         return held
+    skipped = CaseSkip.objects.filter(user=user, created_at__gte=now - SKIP_MEMORY).values("case_id")
     for _ in range(20):
         with transaction.atomic():
             candidate = (
                 _queue_filter(Case.objects.filter(state=Case.State.QUEUED), queue)
+                .exclude(id__in=skipped)
                 .select_for_update(skip_locked=True)
                 .order_by("priority_key", "id")
                 .values_list("id", flat=True)[:1]
@@ -277,6 +292,47 @@ def case_release(*, case: Case, user, reason: str = "released") -> bool:
             audit_record(action="case_released", obj=case, actor=user, trace_id=case.trace_id, data={"reason": reason})
             transaction.on_commit(_notify)
     return bool(released)
+
+
+def case_heartbeat(*, case: Case, user) -> Case | None:
+    """Extend a live claim while its page is open. None when the claim is gone (expired, released)."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.CLAIM_LEASE_SECONDS)
+    if not Case.objects.filter(
+        id=case.id, state=Case.State.CLAIMED, claimed_by=user, lease_expires_at__gt=now
+    ).update(lease_expires_at=expires):
+        return None
+    case.lease_expires_at = expires
+    return case
+
+
+def case_skip(*, case: Case, user, reason: str) -> bool:
+    """Give the case back to its queue with a reason; this moderator is not offered it again."""
+    with transaction.atomic():
+        released = Case.objects.filter(id=case.id, state=Case.State.CLAIMED, claimed_by=user).update(
+            state=Case.State.QUEUED, claimed_by=None, claimed_at=None, lease_expires_at=None
+        )
+        if not released:
+            return False
+        CaseSkip.objects.create(case=case, user=user, reason=reason)
+        audit_record(action="case_skipped", obj=case, actor=user, trace_id=case.trace_id, data={"reason": reason})
+        transaction.on_commit(_notify)
+    return True
+
+
+def case_escalate(*, case: Case, user, reason: str) -> bool:
+    """Move a claimed case to the senior escalation queue, with a reason."""
+    with transaction.atomic():
+        moved = Case.objects.filter(id=case.id, state=Case.State.CLAIMED, claimed_by=user).update(
+            state=Case.State.QUEUED, queue_kind=Queue.Kind.ESCALATION, claimed_by=None, claimed_at=None,
+            lease_expires_at=None,
+        )
+        if not moved:
+            return False
+        CaseSkip.objects.create(case=case, user=user, reason=reason, escalated=True)
+        audit_record(action="case_escalated", obj=case, actor=user, trace_id=case.trace_id, data={"reason": reason})
+        transaction.on_commit(_notify)
+    return True
 
 
 def cases_release_all_for_user(*, user) -> int:

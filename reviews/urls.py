@@ -12,6 +12,8 @@ urlpatterns = [
     path("cases/<int:case_id>/", views.case_page, name="case"),
     path("cases/<int:case_id>/decide/", views.case_decide, name="case_decide"),
     path("cases/<int:case_id>/release/", views.case_release, name="case_release"),
+    path("cases/<int:case_id>/skip/", views.case_skip, name="case_skip"),
+    path("cases/<int:case_id>/escalate/", views.case_escalate, name="case_escalate"),
     path("images/<int:image_id>/", views.listing_image, name="listing_image"),
     path("ladder/", ladder_views.ladder_page, name="ladder"),
     path("ladder/draft/start/", ladder_views.ladder_draft_start, name="ladder_draft_start"),
@@ -31,4 +33,7 @@ api_urlpatterns = [
     path("cases/<int:case_id>/", apis.CaseDetailApi.as_view(), name="api-case"),
     path("cases/<int:case_id>/decision/", apis.CaseDecisionApi.as_view(), name="api-decision"),
     path("cases/<int:case_id>/release/", apis.CaseReleaseApi.as_view(), name="api-release"),
+    path("cases/<int:case_id>/heartbeat/", apis.CaseHeartbeatApi.as_view(), name="api-heartbeat"),
+    path("cases/<int:case_id>/skip/", apis.CaseSkipApi.as_view(), name="api-skip"),
+    path("cases/<int:case_id>/escalate/", apis.CaseEscalateApi.as_view(), name="api-escalate"),
 ]

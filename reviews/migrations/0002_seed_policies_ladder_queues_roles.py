@@ -5,7 +5,7 @@ APPEND_ONLY_TABLES = ("reviews_decision", "reviews_auditevent")
 
 def seed(apps, schema_editor):
     from moderation_portal.roles import ALL_ROLES
-    from reviews.defaults import POLICIES, QUEUES, default_ladder
+    from reviews.defaults import POLICIES, QUEUES, SENIOR_GROUP, default_ladder
 
     Group = apps.get_model("auth", "Group")
     Policy = apps.get_model("reviews", "Policy")
@@ -21,9 +21,10 @@ def seed(apps, schema_editor):
         LadderVersion.objects.create(
             version=1, state="published", thresholds=default_ladder(), notes="defaults from the seeds", is_active=True
         )
-    for position, (slug, name, kind, policies, roles) in enumerate(QUEUES):
+    Group.objects.get_or_create(name=SENIOR_GROUP)
+    for position, (slug, name, kind, policies, roles, groups) in enumerate(QUEUES):
         Queue.objects.update_or_create(
-            slug=slug, defaults={"name": name, "kind": kind, "policies": policies, "roles": roles, "position": position}
+            slug=slug, defaults={"name": name, "kind": kind, "policies": policies, "roles": roles, "groups": groups, "position": position}
         )
 
 

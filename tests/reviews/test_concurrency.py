@@ -60,6 +60,35 @@ def test_many_concurrent_claimers_never_share_a_case():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_fifty_claimers_working_a_queue_decide_every_case_exactly_once():
+    events_ingest(events=[f.event(score=0.5 + (i % 20) / 100) for i in range(150)], source="api")
+    group = Group.objects.get(name="moderator")
+    users = []
+    for i in range(50):
+        u = User.objects.create_user(f"worker-{i}")
+        u.groups.add(group)
+        users.append(u)
+
+    def work(i):
+        done = []
+        while (case := services.case_claim_next(user=users[i])) is not None:
+            services.decision_record(case=case, user=users[i],
+                                     data=services.DecisionInput(verdict="no_violation", policy=None, action="none"))
+            done.append(case.id)
+        return done
+
+    per_worker = run_threads(50, work)
+    decided = [c for done in per_worker for c in done]
+    assert len(decided) == 150 and len(set(decided)) == 150, "a case was handed out twice"
+    assert Case.objects.exclude(state="decided").count() == 0, "a case was stranded"
+    from django.db.models import Count
+
+    from reviews.models import Decision
+
+    assert set(Decision.objects.values("case").annotate(n=Count("id")).values_list("n", flat=True)) == {1}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_same_event_from_two_workers_at_once_makes_one_case():
     ev = f.event()
     outcomes = run_threads(8, lambda i: events_ingest(events=[ev], source="celery")[0].status)
