@@ -16,8 +16,8 @@ from decimal import Decimal
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from django.conf import settings
 import fastjsonschema
+from django.conf import settings
 from jsonschema import Draft202012Validator
 from PIL import Image, UnidentifiedImageError
 

@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import before_task_publish, task_prerun, task_postrun
+from celery.signals import before_task_publish, task_postrun, task_prerun
 
 from moderation_portal.tracing import current_trace_id
 
