@@ -260,3 +260,12 @@ class AuditEvent(AppendOnlyModel):
     class Meta:
         indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
         ordering = ["created_at", "id"]
+
+
+class UserPreference(models.Model):
+    """Wellbeing settings a moderator chooses; the defaults are the protective ones."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="portal_preference")
+    blur_images = models.BooleanField(default=True)
+    greyscale_images = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(default=timezone.now)

@@ -102,3 +102,40 @@ def seller_history(*, seller_id: int) -> dict:
             listing__seller_id=seller_id, state__in=[Case.State.QUEUED, Case.State.CLAIMED]
         ).count(),
     }
+
+
+def preference_for(*, user):
+    from reviews.models import UserPreference
+
+    pref = UserPreference.objects.filter(user=user).first()
+    return pref or UserPreference(user=user)
+
+
+def queue_pending_cases(*, queue: Queue, limit: int = 25) -> list[Case]:
+    from reviews.services import _queue_filter
+
+    return list(
+        _queue_filter(Case.objects.filter(state__in=[Case.State.QUEUED, Case.State.CLAIMED]), queue)
+        .select_related("policy", "listing", "claimed_by")
+        .order_by("priority_key", "id")[:limit]
+    )
+
+
+def listing_earlier_cases(*, case: Case, limit: int = 10) -> list[Case]:
+    return list(
+        Case.objects.filter(listing_id=case.listing_id)
+        .exclude(id=case.id)
+        .select_related("policy")
+        .prefetch_related("decisions")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def seller_pending_cases(*, seller_id: int, user) -> list[Case]:
+    """Cases of a seller a moderator could decide in bulk: queued, or claimed by this moderator."""
+    return list(
+        Case.objects.filter(listing__seller_id=seller_id, queue_kind=Queue.Kind.REVIEW)
+        .filter(Q(state=Case.State.QUEUED) | Q(state=Case.State.CLAIMED, claimed_by=user))
+        .select_related("policy", "listing")
+        .order_by("priority_key")[:200]
+    )

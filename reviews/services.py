@@ -237,10 +237,16 @@ def leases_release_expired() -> int:
     return released
 
 
-def _notify() -> None:
+def _notify(case_id: int | None = None, what: str = "state") -> None:
     from reviews import live
 
     live.notify_queues_changed()
+    if case_id is not None:
+        live.notify_case_changed(case_id, what)
+
+
+def _notify_case(case_id: int, what: str = "state"):
+    return lambda: _notify(case_id, what)
 
 
 def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
@@ -278,7 +284,7 @@ def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
             case = Case.objects.select_related("policy").get(id=ids[0])
             audit_record(action="case_claimed", obj=case, actor=user, trace_id=case.trace_id,
                          data={"queue": queue.slug if queue else None, "lease_expires_at": case.lease_expires_at.isoformat()})
-            transaction.on_commit(_notify)
+            transaction.on_commit(_notify_case(case.id, "claimed"))
             return case
     raise ClaimError("could not claim a case after 20 attempts")
 
@@ -290,7 +296,7 @@ def case_release(*, case: Case, user, reason: str = "released") -> bool:
         )
         if released:
             audit_record(action="case_released", obj=case, actor=user, trace_id=case.trace_id, data={"reason": reason})
-            transaction.on_commit(_notify)
+            transaction.on_commit(_notify_case(case.id, "released"))
     return bool(released)
 
 
@@ -316,7 +322,7 @@ def case_skip(*, case: Case, user, reason: str) -> bool:
             return False
         CaseSkip.objects.create(case=case, user=user, reason=reason)
         audit_record(action="case_skipped", obj=case, actor=user, trace_id=case.trace_id, data={"reason": reason})
-        transaction.on_commit(_notify)
+        transaction.on_commit(_notify_case(case.id, "released"))
     return True
 
 
@@ -331,7 +337,7 @@ def case_escalate(*, case: Case, user, reason: str) -> bool:
             return False
         CaseSkip.objects.create(case=case, user=user, reason=reason, escalated=True)
         audit_record(action="case_escalated", obj=case, actor=user, trace_id=case.trace_id, data={"reason": reason})
-        transaction.on_commit(_notify)
+        transaction.on_commit(_notify_case(case.id, "escalated"))
     return True
 
 
@@ -398,7 +404,7 @@ def decision_record(*, case: Case, user, data: DecisionInput) -> Decision:
                 "time_on_case_ms": data.time_on_case_ms,
             },
         )
-        transaction.on_commit(_notify)
+        transaction.on_commit(_notify_case(case.id, "decided"))
     return decision
 
 
@@ -477,3 +483,41 @@ def ladder_activate(*, user, version: LadderVersion) -> LadderVersion:
                      data={"version": version.version, "previous": previous.version})
     version.refresh_from_db()
     return version
+
+
+# --- bulk decisions and preferences -----------------------------------------------------------
+
+
+def cases_bulk_decide(*, user, case_ids: list[int], seller_id: int, data: DecisionInput) -> list[int]:
+    """Decide several of a seller's pending cases at once (after the moderator confirmed the list).
+
+    Each case is taken by the same conditional claim as claim-next, so a case a colleague holds
+    or decided meanwhile is left alone. Returns the ids decided.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.CLAIM_LEASE_SECONDS)
+    decided = []
+    for case in Case.objects.filter(id__in=case_ids, listing__seller_id=seller_id, queue_kind=Queue.Kind.REVIEW):
+        with transaction.atomic():
+            taken = Case.objects.filter(id=case.id, state=Case.State.QUEUED).update(
+                state=Case.State.CLAIMED, claimed_by=user, claimed_at=now, lease_expires_at=now + lease
+            ) or Case.objects.filter(id=case.id, state=Case.State.CLAIMED, claimed_by=user).exists()
+            if not taken:
+                continue
+            decision_record(case=case, user=user, data=data)
+            decided.append(case.id)
+    if decided:
+        AuditEvent.objects.create(
+            actor=user, actor_label=user.get_username(), action="bulk_decision", object_type="seller",
+            object_id=str(seller_id), data={"cases": decided, "verdict": data.verdict, "action": data.action},
+        )
+    return decided
+
+
+def preference_set(*, user, blur_images: bool, greyscale_images: bool):
+    from reviews.models import UserPreference
+
+    pref, _ = UserPreference.objects.update_or_create(
+        user=user, defaults={"blur_images": blur_images, "greyscale_images": greyscale_images, "updated_at": timezone.now()}
+    )
+    return pref

@@ -7,12 +7,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from detection.models import ListingImage
 from detection.policies import POLICY_CODES
 from moderation_portal.roles import MODERATOR, has_role
 from reviews import selectors, services
+from reviews.evidence import case_evidence
 from reviews.models import Case, Decision
 from reviews.selectors import CASE_READERS
 from reviews.serializers import DecisionInput
@@ -46,6 +47,31 @@ def _queue_context(request) -> dict:
     return {"summaries": summaries, "is_moderator": has_role(request.user, MODERATOR)}
 
 
+def _queue_detail_context(request, slug: str) -> dict:
+    from django.utils import timezone
+
+    queue = selectors.queue_get_for_user(slug=slug, user=request.user)
+    cases = selectors.queue_pending_cases(queue=queue)
+    now = timezone.now()
+    for case in cases:
+        case.age_seconds = int((now - case.created_at).total_seconds())
+        case.sla_left_seconds = int((case.sla_due_at - now).total_seconds())
+    return {"queue": queue, "cases": cases, "is_moderator": has_role(request.user, MODERATOR),
+            "summary": selectors.queue_summaries(queues=[queue])[0]}
+
+
+@require_GET
+@role_required(*CASE_READERS)
+def queue_detail(request, slug: str):
+    return render(request, "reviews/queue.html", _queue_detail_context(request, slug))
+
+
+@require_GET
+@role_required(*CASE_READERS)
+def queue_detail_fragment(request, slug: str):
+    return render(request, "reviews/_queue_cases.html", _queue_detail_context(request, slug))
+
+
 @require_GET
 @role_required(*CASE_READERS)
 def queues(request):
@@ -73,31 +99,64 @@ def claim_next(request, slug: str):
     return _claim_and_redirect(request, slug)
 
 
+def _holds_claim(case: Case, user) -> bool:
+    return case.state == Case.State.CLAIMED and case.claimed_by_id == user.id and has_role(user, MODERATOR)
+
+
+def _status_context(case: Case) -> dict:
+    from django.utils import timezone
+
+    case.sla_breached = case.state in (Case.State.QUEUED, Case.State.CLAIMED) and case.sla_due_at < timezone.now()
+    return {"case": case}
+
+
 @require_GET
 @role_required(*CASE_READERS)
 def case_page(request, case_id: int):
     case = selectors.case_get_for_user(case_id=case_id, user=request.user)
     queue_slug = request.GET.get("queue", "all")
-    holds_claim = (
-        case.state == Case.State.CLAIMED and case.claimed_by_id == request.user.id and has_role(request.user, MODERATOR)
-    )
+    holds_claim = _holds_claim(case, request.user)
+    event = case.detection_event
+    modality = [(m, scores.get(case.policy_id)) for m, scores in sorted(event.modality_scores.items())
+                if scores.get(case.policy_id) is not None]
     context = {
-        "case": case,
+        **_status_context(case),
+        **case_evidence(case),
         "listing": case.listing,
         "seller": case.listing.seller,
-        "event": case.detection_event,
-        "images": list(case.listing.images.all()),
-        "scores": sorted(case.detection_event.scores.items(), key=lambda kv: -kv[1]),
+        "event": event,
+        "scores": sorted(event.scores.items(), key=lambda kv: -kv[1]),
+        "modality": modality,
         "decisions": list(case.decisions.all()),
         "history": selectors.seller_history(seller_id=case.listing.seller_id),
+        "earlier": selectors.listing_earlier_cases(case=case),
+        "seller_pending": len(selectors.seller_pending_cases(seller_id=case.listing.seller_id, user=request.user))
+        if holds_claim else 0,
         "holds_claim": holds_claim,
         "queue_slug": queue_slug,
         "policy_codes": POLICY_CODES,
         "verdicts": Decision.Verdict.choices,
         "actions": Decision.Action.choices,
         "opened_at_ms": int(time.time() * 1000),
+        "pref": selectors.preference_for(user=request.user),
     }
     return render(request, "reviews/case.html", context)
+
+
+@require_GET
+@role_required(*CASE_READERS)
+def case_evidence_fragment(request, case_id: int):
+    case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+    return render(request, "reviews/_case_evidence.html", {"case": case, **case_evidence(case)})
+
+
+@require_GET
+@role_required(*CASE_READERS)
+def case_status_fragment(request, case_id: int):
+    case = selectors.case_get_for_user(case_id=case_id, user=request.user)
+    response = render(request, "reviews/_case_status.html", _status_context(case))
+    response["X-Holds-Claim"] = "1" if _holds_claim(case, request.user) else "0"
+    return response
 
 
 @require_POST
@@ -190,3 +249,49 @@ def logout_view(request):
         services.cases_release_all_for_user(user=request.user)
     logout(request)
     return redirect("login")
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(*CASE_READERS)
+def preferences(request):
+    if request.method == "POST":
+        services.preference_set(
+            user=request.user,
+            blur_images=request.POST.get("blur_images") == "on",
+            greyscale_images=request.POST.get("greyscale_images") == "on",
+        )
+        messages.success(request, "Preferences saved.")
+        return redirect("reviews:preferences")
+    return render(request, "reviews/preferences.html", {"pref": selectors.preference_for(user=request.user)})
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(MODERATOR)
+def seller_bulk(request, seller_id: int):
+    from detection.models import Seller
+
+    seller = Seller.objects.filter(id=seller_id).first()
+    if seller is None:
+        raise Http404("no such seller")
+    cases = selectors.seller_pending_cases(seller_id=seller.id, user=request.user)
+    if request.method == "GET":
+        return render(request, "reviews/seller_bulk.html", {
+            "seller": seller, "cases": cases, "policy_codes": POLICY_CODES, "actions": Decision.Action.choices,
+        })
+    form = DecisionInput(data=request.POST)
+    chosen = [int(x) for x in request.POST.getlist("case") if x.isdigit()]
+    if request.POST.get("confirm") != "yes" or not chosen:
+        messages.error(request, "Tick the listings and confirm that you reviewed them.")
+        return redirect("reviews:seller_bulk", seller_id=seller.id)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            for error in errors:
+                messages.error(request, f"{field}: {error}")
+        return redirect("reviews:seller_bulk", seller_id=seller.id)
+    allowed = {c.id for c in cases}
+    decided = services.cases_bulk_decide(
+        user=request.user, case_ids=[c for c in chosen if c in allowed], seller_id=seller.id,
+        data=services.DecisionInput(**form.validated_data),
+    )
+    messages.success(request, f"Decided {len(decided)} case{'s' if len(decided) != 1 else ''} of seller {seller.external_id}.")
+    return redirect("reviews:queues")

@@ -11,7 +11,12 @@ from tests.reviews.helpers import open_cases
 
 
 def snapshot():
+    from reviews.models import CaseSkip, LadderVersion, UserPreference
+
     return (
+        CaseSkip.objects.count(),
+        UserPreference.objects.count(),
+        list(LadderVersion.objects.values_list("id", "state", "is_active")),
         DetectionEvent.objects.count(),
         DeadLetter.objects.count(),
         list(Case.objects.order_by("id").values_list("id", "state", "claimed_by_id")),
@@ -20,7 +25,7 @@ def snapshot():
     )
 
 
-def endpoints(case_id, image_id):
+def endpoints(case_id, image_id, seller_id=0):
     decision = {"verdict": "no_violation", "action": "none"}
     return [
         ("get", "/queues/", None, "page"),
@@ -30,6 +35,22 @@ def endpoints(case_id, image_id):
         ("post", f"/cases/{case_id}/decide/", decision, "page"),
         ("post", f"/cases/{case_id}/release/", None, "page"),
         ("get", f"/images/{image_id}/", None, "page"),
+        ("get", "/queues/all/", None, "page"),
+        ("get", "/queues/all/fragment/", None, "page"),
+        ("get", f"/cases/{case_id}/evidence/", None, "page"),
+        ("get", f"/cases/{case_id}/status/", None, "page"),
+        ("post", f"/cases/{case_id}/skip/", {"reason": "not mine"}, "page"),
+        ("post", f"/cases/{case_id}/escalate/", {"reason": "not mine"}, "page"),
+        ("get", "/preferences/", None, "page"),
+        ("post", "/preferences/", {"blur_images": ""}, "page"),
+        ("get", f"/sellers/{seller_id}/bulk/", None, "page"),
+        ("post", f"/sellers/{seller_id}/bulk/", {"case": [case_id], "confirm": "yes", **decision}, "page"),
+        ("get", "/ladder/", None, "page"),
+        ("post", "/ladder/draft/start/", None, "page"),
+        ("post", "/ladder/publish/", None, "page"),
+        ("post", f"/api/v1/cases/{case_id}/heartbeat/", None, "api"),
+        ("post", f"/api/v1/cases/{case_id}/skip/", {"reason": "not mine"}, "api"),
+        ("post", f"/api/v1/cases/{case_id}/escalate/", {"reason": "not mine"}, "api"),
         ("get", "/api/v1/cases/?listing=x", None, "api"),
         ("get", f"/api/v1/cases/{case_id}/", None, "api"),
         ("post", "/api/v1/cases/claim-next/", {}, "api"),
@@ -53,12 +74,13 @@ def test_anonymous_and_roleless_users_are_refused_everywhere(outsider, moderator
     # a real claim held by somebody else, so a refused decide/release could change something
     api_client_for(moderator2).post("/api/v1/cases/claim-next/")
     image_id = case.listing.images.get().id
+    seller_id = case.listing.seller_id
     before = snapshot()
     anonymous_page, anonymous_api = Client(), api_client_for(None)
     outsider_page = Client()
     outsider_page.force_login(outsider)
     outsider_api = api_client_for(outsider)
-    for method, url, data, kind in endpoints(case.id, image_id):
+    for method, url, data, kind in endpoints(case.id, image_id, seller_id):
         for who, client in (("anonymous", anonymous_page if kind == "page" else anonymous_api),
                             ("outsider", outsider_page if kind == "page" else outsider_api)):
             response = _call(client, method, url, data, kind)

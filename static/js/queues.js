@@ -8,7 +8,7 @@
     if (pending) { return; }
     pending = setTimeout(function () {
       pending = null;
-      fetch("/queues/fragment/", { credentials: "same-origin" }).then(function (r) {
+      fetch(root.dataset.fragment, { credentials: "same-origin" }).then(function (r) {
         return r.ok ? r.text() : null;
       }).then(function (html) { if (html !== null) { root.innerHTML = html; } });
     }, 150);

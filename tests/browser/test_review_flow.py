@@ -18,10 +18,10 @@ def test_a_moderator_claims_reviews_with_the_keyboard_and_gets_the_next_case(por
     expect(page.locator("#listing-title")).to_have_text('<img src=x onerror="window.pwned=1">Glock 19')
     assert page.evaluate("window.pwned === undefined")
     # images start blurred; "r" reveals one
-    image = page.locator(".image img").first
-    expect(image).to_have_class(re.compile("blurred"))
+    image = page.locator("#images img.photo").first
+    expect(image).to_have_class(re.compile("concealed"))
     page.keyboard.press("r")
-    expect(image).not_to_have_class(re.compile("blurred"))
+    expect(image).not_to_have_class(re.compile("concealed"))
     # decide with the keyboard alone: v (violation), then Enter submits and opens the next case
     page.keyboard.press("v")
     page.keyboard.press("Enter")

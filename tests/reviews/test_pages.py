@@ -46,7 +46,7 @@ def test_claim_review_decide_and_move_to_the_next_case(moderator):
     response = client.post("/queues/all/claim/")
     assert response.status_code == 302 and response["Location"] == f"/cases/{first.id}/?queue=all"
     page = client.get(response["Location"]).content.decode()
-    assert 'id="decision-form"' in page and 'class="blurred"' in page
+    assert 'id="decision-form"' in page and 'class="photo concealed"' in page and 'pref-blur' in page
     opened = re.search(r'name="opened_at_ms" value="(\d+)"', page).group(1)
     response = client.post(
         f"/cases/{first.id}/decide/",
