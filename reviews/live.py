@@ -1,37 +1,88 @@
-"""Small "changed" events for open pages, sent after commit; pages re-fetch their fragment."""
+"""Small "changed" events for open pages, sent after commit; pages re-fetch their fragment.
+
+Callers only enqueue: a per-process sender thread with its own event loop delivers to the
+channel layer, coalescing identical events within a short window. A decision or claim never
+waits for Redis, and a lost notification never fails one (the events are hints to re-fetch).
+"""
 
 import asyncio
 import logging
+import os
 import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
 
 QUEUES_GROUP = "queues"
+COALESCE_SECONDS = 0.02
 
 
 def case_group(case_id: int) -> str:
     return f"case-{case_id}"
 
 
+class _Sender:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.pending: dict[tuple, dict] = {}
+        self.lock = threading.Lock()
+        self.scheduled = False
+        self.thread = threading.Thread(target=self.loop.run_forever, name="live-updates", daemon=True)
+        self.thread.start()
+
+    def send(self, group: str, message: dict) -> None:
+        key = (group, tuple(sorted(message.items())))
+        with self.lock:
+            self.pending[key] = (group, message)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._flush()))
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(COALESCE_SECONDS)
+        with self.lock:
+            batch, self.pending, self.scheduled = list(self.pending.values()), {}, False
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        for group, message in batch:
+            try:
+                await layer.group_send(group, message)
+            except Exception:  # noqa: BLE001
+                logger.warning("live update to %s failed", group, exc_info=True)
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait until what was enqueued so far has been handed to the channel layer (tests, shutdown)."""
+        done = threading.Event()
+
+        async def marker():
+            await asyncio.sleep(COALESCE_SECONDS * 2)
+            done.set()
+
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(marker()))
+        done.wait(timeout)
+
+
+_sender: _Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def _get_sender() -> _Sender:
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender.pid != os.getpid():  # a forked worker needs its own thread
+            _sender = _Sender()
+        return _sender
+
+
 def _send(group: str, message: dict) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass  # the usual case: a worker thread or process with no event loop of its own
-    else:
-        # Called from a thread that runs an event loop: send from a helper thread instead.
-        threading.Thread(target=_send, args=(group, message), daemon=True).start()
-        return
-    try:
-        async_to_sync(layer.group_send)(group, message)
-    except Exception:  # noqa: BLE001 - a lost notification must never fail a decision
-        logger.warning("live update to %s failed", group, exc_info=True)
+        _get_sender().send(group, message)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not enqueue a live update for %s", group, exc_info=True)
 
 
 def notify_queues_changed() -> None:
@@ -40,3 +91,8 @@ def notify_queues_changed() -> None:
 
 def notify_case_changed(case_id: int, what: str) -> None:
     _send(case_group(case_id), {"type": "case.changed", "what": what})
+
+
+def drain() -> None:
+    if _sender is not None and _sender.pid == os.getpid():
+        _sender.drain()

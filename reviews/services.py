@@ -195,10 +195,6 @@ def _after_cases_opened(case_ids: list[int]) -> None:
 # --- claims -----------------------------------------------------------------------------------
 
 
-class ClaimError(Exception):
-    pass
-
-
 # A moderator who skipped or escalated a case is not offered it again for this long.
 SKIP_MEMORY = timedelta(hours=12)
 
@@ -249,44 +245,68 @@ def _notify_case(case_id: int, what: str = "state"):
     return lambda: _notify(case_id, what)
 
 
+def _claim_statement(queue: Queue | None, vendor_skip_locked: bool) -> tuple[str, list]:
+    """The claim as one statement, for a queue's filters (hot path: no ORM compilation).
+
+    Returns SQL with placeholders, and the queue's own parameters in the order they appear;
+    the caller supplies the claim's values around them (see case_claim_next).
+    """
+    table = Case._meta.db_table
+    skips = CaseSkip._meta.db_table
+    kind = queue.kind if queue else Queue.Kind.REVIEW
+    filters, filter_params = ["queue_kind = %s"], [kind]
+    if queue is not None:
+        for column, values in (("policy_id", queue.policies), ("region", queue.regions), ("language", queue.languages)):
+            if values:
+                filters.append(f"{column} IN ({', '.join(['%s'] * len(values))})")
+                filter_params.extend(values)
+    where = " AND ".join(filters)
+    lock = " FOR UPDATE SKIP LOCKED" if vendor_skip_locked else ""
+    sql = (
+        f"UPDATE {table} SET state = %s, claimed_by_id = %s, claimed_at = %s, lease_expires_at = %s "
+        f"WHERE id = (SELECT id FROM {table} WHERE state = %s AND {where} "
+        f"AND id NOT IN (SELECT case_id FROM {skips} WHERE user_id = %s AND created_at >= %s) "
+        f"ORDER BY priority_key, id LIMIT 1{lock}) "
+        f"AND state = %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {table} WHERE state = %s AND claimed_by_id = %s AND lease_expires_at > %s AND {where}) "
+        f"RETURNING *"
+    )
+    return sql, filter_params
+
+
 def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
     """Give `user` the highest-priority unclaimed case of the queue, under a lease.
 
     A user who already holds a live claim in the queue gets that case again. Two claimers never
-    get the same case: the candidate row is locked with SKIP LOCKED (PostgreSQL) and taken by a
-    conditional update, which also makes SQLite (no row locks) safe.
+    get the same case: one statement takes the first unlocked queued row
+    (`UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED) … RETURNING *`), so concurrent
+    claimers pass over each other's rows instead of waiting; on SQLite, which has no row locks,
+    the same statement is atomic and write transactions are serialised.
     """
+    from django.db import connection
+
     now = timezone.now()
-    lease = timedelta(seconds=settings.CLAIM_LEASE_SECONDS)
-    held = _queue_filter(
-        Case.objects.filter(state=Case.State.CLAIMED, claimed_by=user, lease_expires_at__gt=now), queue
-    ).order_by("claimed_at").first()
-    if held is not None:
-        return held
-    skipped = CaseSkip.objects.filter(user=user, created_at__gte=now - SKIP_MEMORY).values("case_id")
-    for _ in range(20):
-        with transaction.atomic():
-            candidate = (
-                _queue_filter(Case.objects.filter(state=Case.State.QUEUED), queue)
-                .exclude(id__in=skipped)
-                .select_for_update(skip_locked=True)
-                .order_by("priority_key", "id")
-                .values_list("id", flat=True)[:1]
+    lease_until = now + timedelta(seconds=settings.CLAIM_LEASE_SECONDS)
+    sql, queue_params = _claim_statement(queue, connection.features.has_select_for_update_skip_locked)
+    Q_, C_ = Case.State.QUEUED, Case.State.CLAIMED
+    params = [C_, user.pk, now, lease_until, Q_, *queue_params, user.pk, now - SKIP_MEMORY, Q_, C_, user.pk, now,
+              *queue_params]
+    with transaction.atomic():
+        taken = list(Case.objects.raw(sql, params))
+        if not taken:
+            return (
+                _queue_filter(Case.objects.filter(state=C_, claimed_by=user, lease_expires_at__gt=now), queue)
+                .order_by("claimed_at")
+                .first()
             )
-            ids = list(candidate)
-            if not ids:
-                return None
-            taken = Case.objects.filter(id=ids[0], state=Case.State.QUEUED).update(
-                state=Case.State.CLAIMED, claimed_by=user, claimed_at=now, lease_expires_at=now + lease
-            )
-            if not taken:
-                continue  # somebody else took it between our read and write (SQLite): next one
-            case = Case.objects.select_related("policy").get(id=ids[0])
-            audit_record(action="case_claimed", obj=case, actor=user, trace_id=case.trace_id,
-                         data={"queue": queue.slug if queue else None, "lease_expires_at": case.lease_expires_at.isoformat()})
-            transaction.on_commit(_notify_case(case.id, "claimed"))
-            return case
-    raise ClaimError("could not claim a case after 20 attempts")
+        case = taken[0]
+        AuditEvent.objects.create(
+            actor=user, actor_label=user.get_username(), action="case_claimed", object_type="case",
+            object_id=str(case.pk), trace_id=case.trace_id,
+            data={"queue": queue.slug if queue else None, "lease_expires_at": lease_until.isoformat()},
+        )
+        transaction.on_commit(_notify_case(case.pk, "claimed"))
+    return case
 
 
 def case_release(*, case: Case, user, reason: str = "released") -> bool:
