@@ -78,9 +78,13 @@ class VerdictClientConfig:
       with ``strict_schema`` the schema is sent without length and range keywords, which
       strict mode rejects.
     - ``json_object``: ``{"type": "json_object", "schema": {...}}``, the form
-      llama-cpp-python's server turns into a grammar (the full schema, lengths included).
-    - ``auto`` (default): ``json_schema`` first; if the endpoint answers 400 or 422 to it, the
-      client switches to ``json_object`` for the rest of its life.
+      llama-cpp-python's server turns into a grammar: one variant per decision (so the
+      verdict is coherent by construction), confidence as an enum of 0.05 steps (the grammar
+      converter ignores number ranges), string lengths left to the parser (they are slow in
+      a grammar).
+    - ``auto`` (default): ``json_schema`` first; if the endpoint refuses that form (400, 422,
+      or llama-cpp-python's 500 naming ``response_format``), the client switches to
+      ``json_object`` for the rest of its life.
     """
 
     base_url: str
@@ -180,6 +184,39 @@ def _strict_schema(node: Any) -> Any:
     return node
 
 
+# Grammar converters (llama.cpp's among them) ignore ``minimum``/``maximum``; a bounded number
+# becomes an enum of steps so that the grammar itself keeps confidence within 0..1.
+_CONFIDENCE_STEPS = [round(step * 0.05, 2) for step in range(21)]
+
+
+# String lengths are left out of the grammar: llama.cpp expands ``maxLength: 300`` into 300
+# nested optional rules, which made sampling about three times slower here. The lengths are
+# still enforced when the answer is parsed, and ``max_tokens`` bounds the answer.
+_GRAMMAR_DROPPED = frozenset({"minLength", "maxLength"})
+
+
+def _grammar_schema(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_grammar_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "number" and node.get("minimum") == 0 and node.get("maximum") == 1:
+        return {"type": "number", "enum": _CONFIDENCE_STEPS}
+    return {k: _grammar_schema(v) for k, v in node.items() if k not in _GRAMMAR_DROPPED}
+
+
+def _refuses_json_schema(error: openai.APIStatusError) -> bool:
+    """Whether the endpoint rejected the ``json_schema`` response-format form itself.
+
+    Standard servers answer 400 or 422. llama-cpp-python's server turns its request
+    validation error into a 500 whose message names ``response_format``; that one 500 is
+    recognised by its message so it is not retried as a server fault.
+    """
+    if error.status_code in (400, 422):
+        return True
+    return error.status_code == 500 and "response_format" in str(error.body or error.message)
+
+
 def _retry_after(error: openai.APIStatusError) -> float | None:
     headers = error.response.headers
     for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
@@ -254,9 +291,12 @@ class VerdictClient:
 
     # --- the request -------------------------------------------------------------------
 
-    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+    def response_format(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``response_format`` for a prepared context, in the form the endpoint takes."""
         if self._format == "json_object":
-            return {"type": "json_object", "schema": schema}
+            schema = verdict_json_schema(context, by_decision=True)
+            return {"type": "json_object", "schema": _grammar_schema(schema)}
+        schema = verdict_json_schema(context)
         strict = self.config.strict_schema
         return {
             "type": "json_schema",
@@ -268,7 +308,10 @@ class VerdictClient:
         }
 
     def create_completion(
-        self, messages: list[dict[str, str]], schema: dict[str, Any], timeout: openai.Timeout
+        self,
+        messages: list[dict[str, str]],
+        response_format: dict[str, Any],
+        timeout: openai.Timeout,
     ) -> Any:
         """One bare chat-completions request (no retries); raises what openai raises."""
         extra: dict[str, Any] = {}
@@ -277,7 +320,7 @@ class VerdictClient:
         return self._openai.chat.completions.create(
             model=self.config.model,
             messages=messages,  # type: ignore[arg-type]
-            response_format=self._response_format(schema),  # type: ignore[arg-type]
+            response_format=response_format,  # type: ignore[arg-type]
             max_tokens=self.config.max_tokens,
             temperature=self.config.temperature,
             timeout=timeout,
@@ -287,7 +330,7 @@ class VerdictClient:
     def _request(
         self,
         messages: list[dict[str, str]],
-        schema: dict[str, Any],
+        context: Mapping[str, Any],
         deadline: float,
         counter: list[int],
     ) -> Any:
@@ -307,14 +350,14 @@ class VerdictClient:
             counter[0] += 1
             delay: float | None = None
             try:
-                return self.create_completion(messages, schema, timeout)
+                return self.create_completion(messages, self.response_format(context), timeout)
             except openai.APITimeoutError:
                 last_reason = "timed out"
             except openai.APIConnectionError as exc:
                 last_reason = f"connection failed: {exc.__cause__ or exc}"
             except openai.APIStatusError as exc:
                 code = exc.status_code
-                if code in (400, 422) and config.structured_output == "auto":
+                if config.structured_output == "auto" and _refuses_json_schema(exc):
                     if self._format == "json_schema":
                         logger.info(
                             "llm endpoint %s refused json_schema (%s); using json_object",
@@ -390,7 +433,6 @@ class VerdictClient:
             return result
 
         prepared = prepare_prompt(context, config.budget)
-        schema = verdict_json_schema(prepared.context)
 
         if not self.breaker.allow():
             return finish("unavailable", "LLM unavailable: circuit breaker open")
@@ -401,7 +443,7 @@ class VerdictClient:
             messages = prepared.messages
             for answer_round in range(2):
                 try:
-                    completion = self._request(messages, schema, deadline, counter)
+                    completion = self._request(messages, prepared.context, deadline, counter)
                 except _TransportFailure as failure:
                     if failure.counts_for_breaker:
                         self.breaker.record_failure()

@@ -100,12 +100,13 @@ class VerdictContext(TypedDict):
 class PromptBudget:
     """Caps that keep the prompt inside a small context window.
 
-    The defaults fit SmolLM2 served with a 2048-token context and 512 tokens left for the
-    answer. ``max_prompt_tokens`` is checked against a conservative estimate (3 characters per
-    token); the description is shortened first, then the lists, until the estimate fits.
+    The defaults fit SmolLM2 served with a 2048-token context: 1300 prompt tokens, about 150
+    more for the note of a retry, 512 for the answer. ``max_prompt_tokens`` is checked against
+    a pessimistic estimate (``estimate_tokens``); the description is shortened first, then
+    the lists, until the estimate fits.
     """
 
-    max_prompt_tokens: int = 1400
+    max_prompt_tokens: int = 1300
     max_title_chars: int = 200
     max_description_chars: int = 1500
     min_description_chars: int = 200
@@ -119,8 +120,11 @@ class PromptBudget:
 
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately pessimistic token count (3 characters per token)."""
-    return math.ceil(len(text) / 3)
+    """A pessimistic token count: 3 ASCII characters per token, and one token per UTF-8 byte
+    of anything else (a byte-level BPE never needs more; emoji and CJK text come close)."""
+    ascii_chars = sum(1 for char in text if char < "\x80")
+    other_bytes = len(text.encode("utf-8", "surrogatepass")) - ascii_chars
+    return math.ceil(ascii_chars / 3) + other_bytes
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -183,7 +187,7 @@ def _scores(scores: Mapping[str, Any]) -> str:
     return ", ".join(f"{_line(code, 32)} {_number(value)}" for code, value in ordered) or "none"
 
 
-def _render_user(context: Mapping[str, Any], budget: PromptBudget, description_chars: int) -> str:
+def _render_user(context: Mapping[str, Any], budget: PromptBudget) -> str:
     listing = context.get("listing") or {}
     detection = context.get("detection") or {}
     policy = context.get("policy") or {}
@@ -211,9 +215,9 @@ def _render_user(context: Mapping[str, Any], budget: PromptBudget, description_c
     lines.append("<listing_data>")
     lines.append(f"title: {_line(listing.get('title', ''), budget.max_title_chars)}")
     description = _escape(str(listing.get("description", "")).strip())
-    lines.append(f"description: {_clip(description, description_chars)}")
+    lines.append(f"description: {_clip(description, budget.max_description_chars)}")
     details = [
-        f"{key}: {_line(listing[key], 48)}"
+        f"{key}: {_line(listing[key], min(48, limit))}"
         for key in ("price", "category", "region", "language")
         if listing.get(key)
     ]
@@ -246,7 +250,7 @@ def _render_user(context: Mapping[str, Any], budget: PromptBudget, description_c
             outcome += f" {_line(case['policy'], 32)}"
         if case.get("action"):
             outcome += f", action {_line(case['action'], 16)}"
-        title = f', title "{_line(case["title"], 80)}"' if case.get("title") else ""
+        title = f', title "{_line(case["title"], min(80, limit))}"' if case.get("title") else ""
         lines.append(
             f"- case_id {_line(case['case_id'], 64)}: similarity "
             f"{_number(case.get('similarity'))}, decided {outcome}{title}"
@@ -255,7 +259,7 @@ def _render_user(context: Mapping[str, Any], budget: PromptBudget, description_c
     facts: Mapping[str, Any] = seller.get("facts") or {}
     lines.append(f"Seller facts (seller {_line(seller.get('id', '?'), 64)}):")
     for key, value in facts.items():
-        lines.append(f"- {_line(key, 64)}: {_line(value, 64)}")
+        lines.append(f"- {_line(key, 64)}: {_line(value, min(64, limit))}")
     if not facts:
         lines.append("- none")
     lines.append("")
@@ -298,20 +302,27 @@ def prepare_prompt(
 ) -> PreparedPrompt:
     """Render the prompt for one verdict: a system message and one user message.
 
-    The description is cut (marked "[truncated]") and then the lists are shortened until the
-    estimated prompt fits ``budget.max_prompt_tokens``; a context that still does not fit at the
-    minimum sizes is sent as it is and the server's own limit decides.
+    Until the estimated prompt fits ``budget.max_prompt_tokens``: the description is cut
+    (marked "[truncated]") down to ``min_description_chars``, then the lists are shortened,
+    then, as a last resort for text that is mostly multi-byte characters, the description,
+    title, guideline and lines are cut further. A context that still does not fit is sent as
+    it is and the server's own limit decides (the call then fails and the case goes to a
+    human).
     """
     budget = budget or PromptBudget()
-    description_chars = budget.max_description_chars
     while True:
         trimmed = _trim(context, budget)
-        user = _render_user(trimmed, budget, description_chars)
+        user = _render_user(trimmed, budget)
         estimate = estimate_tokens(SYSTEM_PROMPT) + estimate_tokens(user)
         if estimate <= budget.max_prompt_tokens:
             break
-        if description_chars > budget.min_description_chars:
-            description_chars = max(budget.min_description_chars, description_chars * 3 // 4)
+        if budget.max_description_chars > budget.min_description_chars:
+            budget = replace(
+                budget,
+                max_description_chars=max(
+                    budget.min_description_chars, budget.max_description_chars * 3 // 4
+                ),
+            )
         elif budget.max_similar_cases > 2 or budget.max_hash_matches > 2 or budget.max_images > 2:
             budget = replace(
                 budget,
@@ -319,6 +330,15 @@ def prepare_prompt(
                 max_hash_matches=max(2, budget.max_hash_matches - 1),
                 max_images=max(2, budget.max_images - 1),
                 max_seller_facts=max(4, budget.max_seller_facts - 2),
+            )
+        elif budget.max_description_chars > 0 or budget.max_line_chars > 16:
+            budget = replace(
+                budget,
+                min_description_chars=0,
+                max_description_chars=budget.max_description_chars // 2,
+                max_title_chars=max(16, budget.max_title_chars // 2),
+                max_guideline_chars=max(200, budget.max_guideline_chars // 2),
+                max_line_chars=max(16, budget.max_line_chars // 2),
             )
         else:
             break
@@ -336,9 +356,48 @@ def build_messages(
     return prepare_prompt(context, budget).messages
 
 
+_FINGERPRINT_CONTEXT: dict[str, Any] = {
+    "listing": {
+        "id": "l",
+        "title": "t <x>",
+        "description": "d",
+        "price": "1 EUR",
+        "category": "c",
+        "region": "r",
+        "language": "en",
+        "images": [{"id": "i", "note": "n"}],
+    },
+    "detection": {
+        "model": "m",
+        "model_version": "v",
+        "scores": {"scam": 0.5},
+        "modality_scores": {"text": {"scam": 0.5}},
+        "reason_codes": ["r"],
+    },
+    "similar_cases": [
+        {
+            "case_id": "c",
+            "similarity": 0.9,
+            "policy": "scam",
+            "decision": "violation",
+            "action": "remove",
+            "title": "t",
+        }
+    ],
+    "hash_matches": [
+        {"match_id": "h", "image_id": "i", "distance": 1, "policy": "scam", "decision": "violation"}
+    ],
+    "seller": {"id": "s", "facts": {"k": 1}},
+    "policy": {"code": "scam", "guideline": "g"},
+}
+
+
 def prompt_fingerprint() -> str:
-    """A short hash of the fixed prompt text, stored beside ``PROMPT_VERSION`` for audits."""
-    return hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:16]
+    """A short hash of everything fixed in the prompt (system text, user template, retry
+    note), rendered from a fixed sample context; stored beside ``PROMPT_VERSION`` for audits."""
+    messages = repair_messages(build_messages(_FINGERPRINT_CONTEXT), ["p"])
+    rendered = "\n\x00".join(f"{m['role']}:{m['content']}" for m in messages)
+    return hashlib.sha256(rendered.encode()).hexdigest()[:16]
 
 
 def repair_messages(

@@ -183,32 +183,82 @@ def _context_ids(context: Mapping[str, Any]) -> dict[str, list[str]]:
     return {kind: list(dict.fromkeys(values)) for kind, values in ids.items()}
 
 
-def verdict_json_schema(
-    context: VerdictContext | Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The verdict's JSON schema; narrowed to the context's ids when a context is given.
+_SEGMENT_BREAK = re.compile(r"(?<=[.!?;])\s+|\n+")
+MAX_QUOTE_CHOICES = 40
 
-    Narrowing replaces each id field with an ``enum`` of the ids present in the context and
-    removes the evidence kinds that have nothing to cite (no images, no hash matches, ...).
-    Every document valid under a narrowed schema is valid under the base schema.
+
+def listing_segments(listing: Mapping[str, Any]) -> list[str]:
+    """The spans of the listing a grammar-constrained model may quote: the title and the
+    description's sentences (lines, or pieces cut at word boundaries when longer than a
+    quote may be), in order, without duplicates."""
+    segments: list[str] = []
+    for field in ("title", "description"):
+        for piece in _SEGMENT_BREAK.split(str(listing.get(field) or "")):
+            piece = " ".join(piece.split())
+            while len(piece) > MAX_QUOTE_CHARS:
+                cut = piece.rfind(" ", 0, MAX_QUOTE_CHARS + 1)
+                cut = cut if cut >= MIN_QUOTE_CHARS else MAX_QUOTE_CHARS
+                segments.append(piece[:cut].strip())
+                piece = piece[cut:].strip()
+            segments.append(piece)
+    usable = [seg for seg in segments if len(seg) >= MIN_QUOTE_CHARS]
+    return list(dict.fromkeys(usable))[:MAX_QUOTE_CHOICES]
+
+
+def _by_decision(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema split into one variant per decision, so that a grammar keeps the verdict
+    coherent: a violation names a policy, cites evidence and recommends remove or warn; a
+    no-violation names no policy and recommends nothing; an uncertain verdict may warn."""
+    properties = schema["properties"]
+    policy_codes = properties["policy"]["anyOf"][0]
+    rules = {
+        "violation": (policy_codes, ["remove", "warn"], 1),
+        "no_violation": ({"type": "null"}, ["none"], 0),
+        "uncertain": (properties["policy"], ["warn", "none"], 0),
+    }
+    variants = []
+    for decision, (policy, actions, min_evidence) in rules.items():
+        variant = copy.deepcopy(schema)
+        props = variant["properties"]
+        props["decision"] = {"type": "string", "enum": [decision]}
+        props["policy"] = copy.deepcopy(policy)
+        props["recommended_action"] = {"type": "string", "enum": actions}
+        if min_evidence:
+            props["evidence"]["minItems"] = min_evidence
+        variants.append(variant)
+    return {"anyOf": variants}
+
+
+def verdict_json_schema(
+    context: VerdictContext | Mapping[str, Any] | None = None, *, by_decision: bool = False
+) -> dict[str, Any]:
+    """The verdict's JSON schema, derived from ``Verdict``.
+
+    With a context, it is narrowed to what the context holds: each id field becomes an
+    ``enum`` of the ids present, a quote becomes an ``enum`` of the listing's sentences
+    (``listing_segments``), and evidence kinds with nothing to cite are removed. With
+    ``by_decision`` the root becomes one variant per decision (see ``_by_decision``): a form
+    for grammar-constrained servers, since OpenAI's strict mode wants an object at the root.
+    Every document valid under a narrowed or split schema is valid under the base schema.
     """
     schema = copy.deepcopy(_base_schema())
-    if context is None:
-        return schema
-    ids = _context_ids(context)
-    items = schema["properties"]["evidence"]["items"]
-    variants = []
-    for variant in items["anyOf"]:
-        kind = variant["properties"]["kind"]["enum"][0]
-        field = EVIDENCE_KINDS[kind][1]
-        if kind in ids:
+    if context is not None:
+        ids = _context_ids(context)
+        ids["listing_text"] = listing_segments(context.get("listing") or {})
+        items = schema["properties"]["evidence"]["items"]
+        variants = []
+        for variant in items["anyOf"]:
+            kind = variant["properties"]["kind"]["enum"][0]
+            field = EVIDENCE_KINDS[kind][1]
             allowed = [value for value in ids[kind] if 0 < len(value) <= MAX_ID_CHARS]
+            if kind == "listing_text":
+                allowed = ids[kind]
             if not allowed:
                 continue
             variant["properties"][field] = {"type": "string", "enum": allowed}
-        variants.append(variant)
-    items["anyOf"] = variants
-    return schema
+            variants.append(variant)
+        items["anyOf"] = variants
+    return _by_decision(schema) if by_decision else schema
 
 
 # --- checks against the context ------------------------------------------------------------
@@ -279,8 +329,8 @@ def validate_against_context(
     Evidence must cite things that exist in the context: quoted spans must occur in the
     listing's title or description, image, similar-case, seller-fact and hash-match ids must be
     among those the prompt showed. The decision must also be coherent: a violation names a
-    policy and cites at least one piece of evidence, and a no-violation verdict cannot
-    recommend removing or warning.
+    policy and cites at least one piece of evidence, an uncertain verdict cannot recommend
+    removal, and a no-violation verdict cannot recommend removing or warning.
     """
     problems: list[str] = []
     ids = {kind: set(values) for kind, values in _context_ids(context).items()}
@@ -300,6 +350,8 @@ def validate_against_context(
             problems.append("decision 'violation' names no policy")
         if not verdict.evidence:
             problems.append("decision 'violation' cites no evidence")
+    if verdict.decision == "uncertain" and verdict.recommended_action == "remove":
+        problems.append("decision 'uncertain' recommends 'remove'; only a violation may")
     if verdict.decision == "no_violation" and verdict.recommended_action != "none":
         problems.append(
             f"decision 'no_violation' recommends {verdict.recommended_action!r}, expected 'none'"

@@ -74,15 +74,20 @@ def test_success(fake_llm, context):
     json.dumps(as_dict)
 
 
-def test_llama_cpp_form_sends_the_full_schema(fake_llm, context):
+def test_llama_cpp_form_sends_a_grammar_friendly_schema(fake_llm, context):
     client = _client(fake_llm, structured_output="json_object")
     assert client.verify(context).status == "ok"
     response_format = fake_llm.requests[0]["response_format"]
     assert response_format["type"] == "json_object"
     schema = response_format["schema"]
-    assert schema["properties"]["rationale"]["maxLength"] == 300
-    steps = schema["properties"]["confidence"]["enum"]
+    violation, cleared, uncertain = schema["anyOf"]
+    assert violation["properties"]["recommended_action"]["enum"] == ["remove", "warn"]
+    assert cleared["properties"]["policy"] == {"type": "null"}
+    steps = violation["properties"]["confidence"]["enum"]
     assert (len(steps), steps[0], steps[1], steps[-1]) == (21, 0.0, 0.05, 1.0)
+    text = json.dumps(schema)
+    assert "maxLength" not in text and "minLength" not in text  # slow in a grammar
+    assert '"enum": ["case-1042", "case-877"]' in text
 
 
 def test_auto_falls_back_to_json_object_when_json_schema_is_refused(fake_llm, context):

@@ -7,9 +7,11 @@ import pytest
 from pydantic import ValidationError
 
 from llm_verify.verdict import (
+    MAX_QUOTE_CHARS,
     MAX_RATIONALE_CHARS,
     POLICY_CODES,
     Verdict,
+    listing_segments,
     locate_quote,
     validate_against_context,
     verdict_json_schema,
@@ -53,7 +55,9 @@ def test_schema_is_strict_and_flat():
 
 def test_good_verdict_matches_schema_and_model(context, good_verdict):
     jsonschema.validate(good_verdict, verdict_json_schema())
+    good_verdict["evidence"][0]["quote"] = "Comes with 2 magazines and 50 rounds."
     jsonschema.validate(good_verdict, verdict_json_schema(context))
+    jsonschema.validate(good_verdict, verdict_json_schema(context, by_decision=True))
     verdict = Verdict.model_validate(good_verdict)
     assert validate_against_context(verdict, context) == []
 
@@ -72,7 +76,15 @@ def test_narrowed_schema_lists_only_context_ids(context, good_verdict):
         "country",
     ]
     assert variants["hash_match"]["match_id"]["enum"] == ["hm-77"]
+    assert variants["listing_text"]["quote"]["enum"] == [
+        "Glock 19 Gen5 pistol, barely used",
+        "Selling my Glock 19 Gen5 handgun.",
+        "Comes with 2 magazines and 50 rounds.",
+        "No papers needed, cash only, meet in person.",
+    ]
 
+    good_verdict["evidence"][0]["quote"] = "Comes with 2 magazines and 50 rounds."
+    jsonschema.validate(good_verdict, schema)
     invented = dict(good_verdict)
     invented["evidence"] = [{"kind": "similar_case", "case_id": "case-9999", "note": "x"}]
     jsonschema.validate(invented, verdict_json_schema())  # the base schema cannot know
@@ -88,6 +100,56 @@ def test_narrowed_schema_drops_kinds_with_nothing_to_cite(context):
         for v in verdict_json_schema(context)["properties"]["evidence"]["items"]["anyOf"]
     ]
     assert kinds == ["listing_text", "similar_case", "seller_fact"]
+    context["listing"]["title"] = context["listing"]["description"] = ""
+    kinds = [
+        v["properties"]["kind"]["enum"][0]
+        for v in verdict_json_schema(context)["properties"]["evidence"]["items"]["anyOf"]
+    ]
+    assert kinds == ["similar_case", "seller_fact"]
+
+
+def test_listing_segments_split_sentences_and_cut_long_ones():
+    long_sentence = " ".join(f"word{n:02d}" for n in range(45))  # 314 characters, no break
+    listing = {
+        "title": "Bike",
+        "description": f"Blue bike! Barely used? Yes.\n\nPick up only; no shipping. {long_sentence}",
+    }
+    segments = listing_segments(listing)
+    assert segments[:5] == ["Bike", "Blue bike!", "Barely used?", "Yes.", "Pick up only;"]
+    assert segments[5] == "no shipping."
+    pieces = segments[6:]
+    assert all(len(piece) <= MAX_QUOTE_CHARS for piece in pieces)
+    assert " ".join(pieces) == long_sentence
+    for segment in segments:
+        assert locate_quote(segment, listing) is not None
+
+
+def test_decision_variants_keep_the_verdict_coherent(context, good_verdict):
+    schema = verdict_json_schema(context, by_decision=True)
+    decisions = [v["properties"]["decision"]["enum"] for v in schema["anyOf"]]
+    assert decisions == [["violation"], ["no_violation"], ["uncertain"]]
+    good_verdict["evidence"][0]["quote"] = "Comes with 2 magazines and 50 rounds."
+    base = verdict_json_schema(context)
+    for incoherent in (
+        {"policy": None},
+        {"evidence": []},
+        {"recommended_action": "none"},
+        {"decision": "no_violation", "recommended_action": "warn", "policy": None},
+        {"decision": "no_violation", "recommended_action": "none", "policy": "firearms"},
+        {"decision": "uncertain", "recommended_action": "remove"},
+    ):
+        document = {**good_verdict, **incoherent}
+        jsonschema.validate(document, base)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(document, schema)
+    cleared = {
+        **good_verdict,
+        "decision": "no_violation",
+        "policy": None,
+        "recommended_action": "none",
+        "evidence": [],
+    }
+    jsonschema.validate(cleared, schema)
 
 
 @pytest.mark.parametrize(
@@ -163,6 +225,10 @@ def test_quote_matching_tolerates_case_whitespace_quotes_and_escaping(context):
         (
             {"decision": "no_violation", "policy": None, "recommended_action": "remove"},
             "decision 'no_violation' recommends 'remove', expected 'none'",
+        ),
+        (
+            {"decision": "uncertain", "recommended_action": "remove"},
+            "decision 'uncertain' recommends 'remove'; only a violation may",
         ),
     ],
 )
