@@ -15,6 +15,7 @@ def use_bench_database(name: str) -> None:
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
         SECRET_KEY="bench-only",
         CELERY_EAGER="false",
+        SECURE_COOKIES="false",  # the benches talk plain HTTP on loopback
         LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="moderation_portal.settings",
         MEDIA_ROOT=str(ROOT / "var" / "bench-media"),
