@@ -37,7 +37,7 @@ from typing import Any, Literal
 import openai
 from pydantic import ValidationError
 
-from llm_verify.breaker import CircuitBreaker, MemoryBreakerStore
+from llm_verify.breaker import CircuitBreaker, MemoryBreakerStore, RedisBreakerStore
 from llm_verify.prompt import (
     PROMPT_VERSION,
     PromptBudget,
@@ -488,3 +488,37 @@ class VerdictClient:
             return finish("schema_failed", "no usable verdict after one retry")
         finally:
             self._slots.release()
+
+
+def make_verdict_client(
+    base_url: str,
+    model: str,
+    api_key: str = "",
+    *,
+    redis_url: str | None = None,
+    breaker_prefix: str = "moderation:llm_breaker:",
+    failure_threshold: int = 5,
+    window_s: float = 60.0,
+    cooldown_s: float = 30.0,
+    **config: Any,
+) -> VerdictClient:
+    """A client for one endpoint and model, its breaker in Redis when ``redis_url`` is given
+    (shared by every worker) or in this process otherwise. ``config`` sets any other
+    ``VerdictClientConfig`` field. Build one per process and reuse it."""
+    if not base_url or not model:
+        raise ValueError("an LLM endpoint needs both a base URL and a model name")
+    settings = VerdictClientConfig(base_url=base_url, model=model, api_key=api_key, **config)
+    store: Any
+    if redis_url:
+        store = RedisBreakerStore.from_url(redis_url, prefix=breaker_prefix)
+    else:
+        store = MemoryBreakerStore()
+    breaker = CircuitBreaker(
+        name=breaker_name(base_url, model),
+        store=store,
+        failure_threshold=failure_threshold,
+        window_s=window_s,
+        cooldown_s=cooldown_s,
+        probe_ttl_s=settings.deadline_s,
+    )
+    return VerdictClient(settings, breaker=breaker)

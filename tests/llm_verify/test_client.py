@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import pytest
+import redis
 from conftest import GOOD_VERDICT, Reply
 
 from llm_verify.breaker import CircuitBreaker, MemoryBreakerStore
-from llm_verify.client import VerdictClient, VerdictClientConfig, breaker_name
+from llm_verify.client import (
+    VerdictClient,
+    VerdictClientConfig,
+    breaker_name,
+    make_verdict_client,
+)
 from llm_verify.prompt import PROMPT_VERSION
 
 
@@ -335,3 +342,35 @@ def test_breaker_name_is_safe_for_redis_keys():
     assert (
         breaker_name("http://127.0.0.1:8081/v1/", "smol lm") == "http://127.0.0.1:8081/v1|smol_lm"
     )
+
+
+def test_factory_shares_the_breaker_through_redis(fake_llm, context):
+    try:
+        redis.Redis(socket_connect_timeout=0.5).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+    prefix = f"test:llm_factory:{uuid.uuid4().hex}:"
+    fake_llm.script(Reply.error(503))
+    options = dict(
+        redis_url="redis://127.0.0.1:6379/0",
+        breaker_prefix=prefix,
+        failure_threshold=2,
+        cooldown_s=30,
+        max_transport_attempts=1,
+    )
+    worker_a = make_verdict_client(fake_llm.base_url, "m", **options)
+    worker_b = make_verdict_client(fake_llm.base_url, "m", **options)
+    assert worker_a.verify(context).status == "unavailable"
+    assert worker_b.verify(context).status == "unavailable"
+    assert fake_llm.request_count == 2
+    refused = worker_a.verify(context)
+    assert refused.error == "LLM unavailable: circuit breaker open"
+    assert fake_llm.request_count == 2
+    client = redis.Redis()
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+def test_factory_needs_an_endpoint():
+    with pytest.raises(ValueError):
+        make_verdict_client("", "m")
