@@ -434,12 +434,16 @@ class VerdictClient:
 
         prepared = prepare_prompt(context, config.budget)
 
-        if not self.breaker.allow():
-            return finish("unavailable", "LLM unavailable: circuit breaker open")
+        breaker_open = "LLM unavailable: circuit breaker open"
+        if self.breaker.state() == "open":  # fail fast, without waiting for a slot
+            return finish("unavailable", breaker_open)
         if not self._slots.acquire(timeout=max(0.0, min(config.slot_wait_s, config.deadline_s))):
             return finish("unavailable", "LLM unavailable: no free slot in this process")
         counter = [0]
         try:
+            # Asked only once a slot is held: in half-open state this takes the single probe.
+            if not self.breaker.allow():
+                return finish("unavailable", breaker_open)
             messages = prepared.messages
             for answer_round in range(2):
                 try:
