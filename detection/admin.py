@@ -25,3 +25,10 @@ admin.site.register(Listing)
 class ServiceTokenAdmin(admin.ModelAdmin):
     list_display = ("name", "key_prefix", "created_at", "last_used_at", "revoked_at")
     exclude = ("key_hash",)
+
+
+
+from detection.models import EnrichmentStep, KnownBadImage  # noqa: E402
+
+admin.site.register(EnrichmentStep)
+admin.site.register(KnownBadImage)

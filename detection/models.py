@@ -120,3 +120,159 @@ class ServiceToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+# --- enrichment ------------------------------------------------------------------------------
+
+
+class EnrichmentStep(models.Model):
+    """One independent enrichment step of a flag; the review page shows its state and reason."""
+
+    class Name(models.TextChoices):
+        HEATMAPS = "heatmaps", "Grad-CAM heatmaps"
+        NEIGHBOURS = "neighbours", "similar known violations"
+        HASHES = "hashes", "perceptual-hash matches"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        SKIPPED = "skipped", "not available"
+
+    event = models.ForeignKey(DetectionEvent, on_delete=models.CASCADE, related_name="enrichment_steps")
+    name = models.CharField(max_length=16, choices=Name.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    detail = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "name"], name="one_step_per_event")]
+
+
+class ImageEmbedding(models.Model):
+    image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="embeddings")
+    model_version = models.CharField(max_length=128)
+    source = models.CharField(max_length=16)  # local or triton
+    vector = models.BinaryField()  # float32, L2-normalised
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "model_version"], name="one_embedding_per_model")]
+
+
+class Heatmap(models.Model):
+    image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="heatmaps")
+    event = models.ForeignKey(DetectionEvent, on_delete=models.CASCADE, related_name="heatmaps")
+    policy = models.CharField(max_length=32)
+    model_version = models.CharField(max_length=128)
+    model_label = models.CharField(max_length=300)
+    overlay = models.FileField(upload_to="heatmaps/")
+    raw = models.FileField(upload_to="heatmaps/")  # the map itself, float32 .npy over the model's view
+    probability = models.FloatField()
+    peak_x = models.FloatField()
+    peak_y = models.FloatField()
+    empty = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "event", "policy", "model_version"], name="one_heatmap_per_image_policy")
+        ]
+
+
+class ReferenceItem(models.Model):
+    """A known violation to compare new flags with: from a confirmed decision, or an imported bank."""
+
+    class Source(models.TextChoices):
+        DECISION = "decision", "confirmed decision"
+        IMPORT = "import", "imported bank"
+
+    source = models.CharField(max_length=16, choices=Source.choices)
+    policy = models.CharField(max_length=32)
+    title = models.CharField(max_length=1000, blank=True)
+    image = models.ForeignKey(ListingImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    bank_ref = models.CharField(max_length=200, blank=True)  # the entry's id in an imported bank
+    case_id = models.BigIntegerField(null=True, blank=True)  # reviews.Case, by id (a higher layer)
+    decision_id = models.BigIntegerField(null=True, blank=True)
+    decision_action = models.CharField(max_length=16, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    model_version = models.CharField(max_length=128)
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["decision_id", "image", "model_version"], condition=models.Q(source="decision"),
+                                    name="one_reference_per_decision_image"),
+            models.UniqueConstraint(fields=["bank_ref", "model_version"], condition=models.Q(source="import"),
+                                    name="one_reference_per_bank_entry"),
+        ]
+        indexes = [models.Index(fields=["model_version", "id"], name="reference_model")]
+
+
+class ReferenceIndexVersion(models.Model):
+    """An immutable approximate-nearest-neighbour index artifact built from ReferenceItems."""
+
+    version = models.CharField(max_length=64, unique=True)
+    path = models.CharField(max_length=500)
+    model_version = models.CharField(max_length=128)
+    size = models.PositiveIntegerField()
+    dim = models.PositiveIntegerField()
+    build_seconds = models.FloatField()
+    recall_at_10 = models.FloatField(null=True, blank=True)
+    memory_bytes = models.BigIntegerField(null=True, blank=True)
+    manifest = models.JSONField()
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_reference_index")
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.version
+
+
+class Neighbour(models.Model):
+    event = models.ForeignKey(DetectionEvent, on_delete=models.CASCADE, related_name="neighbours")
+    index_version = models.ForeignKey(ReferenceIndexVersion, on_delete=models.PROTECT, related_name="+")
+    rank = models.PositiveSmallIntegerField()
+    reference = models.ForeignKey(ReferenceItem, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="+")  # our image that matched
+    similarity = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "index_version", "rank"], name="one_neighbour_per_rank")]
+        ordering = ["rank"]
+
+
+class KnownBadImage(models.Model):
+    sha256 = models.CharField(max_length=64, db_index=True)
+    phash = models.BigIntegerField(db_index=True)  # 64-bit pHash, stored signed
+    reference_hashes = models.JSONField(default=list)  # extra hashes of crops, for crop-robust matching
+    policy = models.CharField(max_length=32)
+    label = models.CharField(max_length=300, blank=True)
+    bank_ref = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+class HashMatch(models.Model):
+    class Kind(models.TextChoices):
+        EXACT = "exact", "exact copy (sha256)"
+        NEAR = "near", "near copy (pHash)"
+
+    event = models.ForeignKey(DetectionEvent, on_delete=models.CASCADE, related_name="hash_matches")
+    image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="+")
+    known_bad = models.ForeignKey(KnownBadImage, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    distance = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "image", "known_bad"], name="one_match_per_pair")]

@@ -175,6 +175,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "detection.ingest_events": {"queue": "ingest"},
     "detection.enrich_*": {"queue": "enrich"},
+    "detection.reference_*": {"queue": "enrich"},
     "llm_verify.*": {"queue": "llm"},
 }
 CELERY_BEAT_SCHEDULE = {
@@ -213,9 +214,20 @@ INGEST_MAX_IMAGE_PIXELS = envint("INGEST_MAX_IMAGE_PIXELS", 40_000_000, minimum=
 IMAGE_HOST_ALLOWLIST = envlist("IMAGE_HOST_ALLOWLIST", ["images.marketplace.example"])
 IMAGE_FETCH_CONNECT_TIMEOUT = envfloat("IMAGE_FETCH_CONNECT_TIMEOUT", 3.0)
 IMAGE_FETCH_READ_TIMEOUT = envfloat("IMAGE_FETCH_READ_TIMEOUT", 10.0)
+IMAGE_FETCH_CA_FILE = envstr("IMAGE_FETCH_CA_FILE")  # a private CA for the image hosts, if any
 
 # --- reviews --------------------------------------------------------------------------------
 CLAIM_LEASE_SECONDS = envint("CLAIM_LEASE_SECONDS", 300, minimum=10)
+
+# --- models and enrichment (workers only) --------------------------------------------------
+# The image model's config (open_clip tower, weights, per-policy heads). `make demo` builds demo
+# weights here; production points it at the detection tier's released checkpoint.
+DETECTION_MODEL_CONFIG = envstr("DETECTION_MODEL_CONFIG", str(VAR_DIR / "models" / "demo" / "model.json"))
+REFERENCE_INDEX_DIR = Path(envstr("REFERENCE_INDEX_DIR", str(VAR_DIR / "reference-index")))
+NEIGHBOURS_SHOWN = envint("NEIGHBOURS_SHOWN", 8, minimum=1)
+ENRICH_MAX_RETRIES = envint("ENRICH_MAX_RETRIES", 3, minimum=0)
+TRITON_TIMEOUT_SECONDS = envfloat("TRITON_TIMEOUT_SECONDS", 5.0)
+TRITON_MODEL = envstr("TRITON_MODEL", "image_embedder")
 
 # --- remote systems (optional) -------------------------------------------------------------
 TRITON_URL = envstr("TRITON_URL")

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from detection.models import ReferenceIndexVersion
 from reviews.models import AuditEvent, Case, LadderVersion, Policy, Queue
 
 
@@ -34,3 +35,25 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 admin.site.register(LadderVersion)
+
+
+@admin.register(ReferenceIndexVersion)
+class ReferenceIndexVersionAdmin(admin.ModelAdmin):
+    list_display = ("version", "is_active", "size", "dim", "recall_at_10", "build_seconds", "model_version", "created_at")
+    readonly_fields = [f.name for f in ReferenceIndexVersion._meta.fields]
+    actions = ["activate"]
+
+    @admin.action(description="Activate this version (instant rollback or roll forward)")
+    def activate(self, request, queryset):
+        from detection.references import reference_index_activate
+        from reviews.services import audit_record
+
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version.", level="error")
+            return
+        row = queryset.get()
+        previous = ReferenceIndexVersion.objects.filter(is_active=True).first()
+        reference_index_activate(version=row)
+        audit_record(action="reference_index_activated", obj=row, actor=request.user,
+                     data={"version": row.version, "previous": previous.version if previous else None})
+        self.message_user(request, f"{row.version} is active.")

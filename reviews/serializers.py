@@ -101,7 +101,24 @@ class CaseOutput(serializers.Serializer):
         }
 
     def get_enrichment(self, case: Case) -> dict:
-        return {"status": "not_configured", "detail": "enrichment steps are not installed in this build"}
+        from reviews.evidence import case_evidence
+
+        evidence = case_evidence(case)
+        return {
+            "model": evidence["model"],
+            "steps": [{k: s[k] for k in ("name", "state", "detail")} for s in evidence["enrichment_steps"]],
+            "heatmaps": [
+                {"image": img.external_id, "policy": hm.policy, "model_version": hm.model_version,
+                 "probability": hm.probability, "peak": [hm.peak_x, hm.peak_y], "empty": hm.empty}
+                for img in evidence["images"] for hm in img.heatmaps_for_case
+            ],
+            "neighbours": {
+                "index_version": evidence["neighbours_index_version"],
+                "items": [{k: n[k] for k in ("title", "policy", "decision", "decided_at", "similarity", "case_id", "source")}
+                          for n in evidence["neighbours"]],
+            },
+            "hash_matches": [{k: m[k] for k in ("kind", "policy", "distance", "detail")} for m in evidence["hash_matches"]],
+        }
 
     def get_verdicts(self, case: Case) -> dict:
         return {"llm": {"state": case.llm_state, "label": case.get_llm_state_display()}}

@@ -182,14 +182,37 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
     for case in cases:
         with trace(case.trace_id):
             logger.info("case %s opened: %s", case.pk, case.route_reason)
-    transaction.on_commit(lambda: _after_cases_opened([c.pk for c in cases]))
+    to_enrich = [c.detection_event_id for c in cases if c.route != Case.Route.ALLOW]
+    transaction.on_commit(lambda: _after_cases_opened(to_enrich))
     return cases
 
 
-def _after_cases_opened(case_ids: list[int]) -> None:
+def _after_cases_opened(event_ids: list[int]) -> None:
+    from detection.tasks import enrich_event_task
     from reviews import live
 
     live.notify_queues_changed()
+    for event_id in event_ids:
+        try:
+            enrich_event_task.apply_async(args=[event_id])
+        except Exception:  # noqa: BLE001 - the case exists and is reviewable; enrichment shows as pending
+            logger.warning("could not enqueue enrichment of event %s", event_id, exc_info=True)
+
+
+HUMAN_CONFIRMATIONS = {Decision.Source.HUMAN, Decision.Source.QA_CORRECTION, Decision.Source.APPEAL}
+
+
+def _after_decision(decision: Decision) -> None:
+    """A violation confirmed by a person becomes a reference for similar flags."""
+    if decision.verdict != Decision.Verdict.VIOLATION or decision.source not in HUMAN_CONFIRMATIONS:
+        return
+    from detection.tasks import reference_add_task
+
+    try:
+        reference_add_task.apply_async(args=[decision.pk, decision.case_id, decision.case.detection_event_id,
+                                             decision.policy_id, decision.action, decision.created_at.isoformat()])
+    except Exception:  # noqa: BLE001
+        logger.warning("could not enqueue the reference embedding of decision %s", decision.pk, exc_info=True)
 
 
 # --- claims -----------------------------------------------------------------------------------
@@ -425,6 +448,7 @@ def decision_record(*, case: Case, user, data: DecisionInput) -> Decision:
             },
         )
         transaction.on_commit(_notify_case(case.id, "decided"))
+        transaction.on_commit(lambda: _after_decision(decision))
     return decision
 
 

@@ -243,6 +243,19 @@ def listing_image(request, image_id: int):
     return response
 
 
+@require_GET
+@role_required(*CASE_READERS)
+def heatmap_overlay(request, heatmap_id: int):
+    from detection.models import Heatmap
+
+    heatmap = Heatmap.objects.filter(id=heatmap_id).first()
+    if heatmap is None:
+        raise Http404("no such heatmap")
+    response = FileResponse(heatmap.overlay.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 @require_POST
 def logout_view(request):
     if request.user.is_authenticated:
