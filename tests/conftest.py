@@ -7,6 +7,8 @@ from rest_framework.test import APIClient
 
 from moderation_portal.roles import APPEALS, MODERATOR, POLICY_ADMIN, QA_LEAD
 
+pytest_plugins = ["tests.enrichment_fixtures"]
+
 
 def _reachable(host: str, port: int) -> bool:
     try:

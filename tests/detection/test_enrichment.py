@@ -23,14 +23,7 @@ from detection.models import (
 from detection.services import events_ingest
 from reviews.models import AuditEvent, Case
 from tests.conftest import api_client_for
-from tests.enrichment_fixtures import (  # noqa: F401
-    demo_model_config,
-    event_with_photos,
-    image_entry,
-    jpeg_bytes,
-    photo,
-    with_model,
-)
+from tests.enrichment_fixtures import event_with_photos, image_entry, jpeg_bytes, photo
 
 
 def ingest(django_capture_on_commit_callbacks, *events):
