@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from detection.policies import POLICY_CODES
 
@@ -100,12 +100,6 @@ REASONS = {
     "human_trafficking": ["document_control", "travel_paid", "youth_terms"],
     "scam": ["advance_payment", "gift_card", "price_anomaly"],
 }
-OBJECT_COLOURS = {
-    "firearms": (40, 40, 45), "drugs": (235, 235, 240), "counterfeit": (150, 90, 40),
-    "stolen_goods": (30, 30, 35), "human_trafficking": (200, 60, 90), "scam": (20, 60, 160),
-}
-
-
 def obfuscate(word: str, rng: random.Random) -> str:
     """The tricks sellers use to get past keyword filters."""
     style = rng.randrange(5)
@@ -121,42 +115,38 @@ def obfuscate(word: str, rng: random.Random) -> str:
     return " ".join(word)
 
 
-def draw_image(policy: str, rng: random.Random, *, size: int = 224, negative: bool = False) -> bytes:
-    """A small photo-like JPEG: textured background, and the object the policy is about."""
-    bg = tuple(rng.randrange(150, 235) for _ in range(3))
-    img = Image.new("RGB", (size, size), bg)
-    draw = ImageDraw.Draw(img)
-    for _ in range(14):  # background texture (a table, a floor)
-        x, y = rng.randrange(size), rng.randrange(size)
-        shade = tuple(max(0, min(255, c + rng.randrange(-25, 25))) for c in bg)
-        draw.ellipse([x - 30, y - 10, x + 30, y + 10], fill=shade)
-    img = img.filter(ImageFilter.GaussianBlur(3))
-    draw = ImageDraw.Draw(img)
-    ox, oy = rng.randrange(20, size - 120), rng.randrange(30, size - 100)
-    colour = OBJECT_COLOURS[policy] if not negative else (255, 140, 0)
-    if policy == "firearms":
-        draw.rectangle([ox, oy, ox + 95, oy + 22], fill=colour)          # slide
-        draw.rectangle([ox + 60, oy + 20, ox + 85, oy + 70], fill=colour)  # grip
-        draw.rectangle([ox + 40, oy + 22, ox + 58, oy + 38], outline=colour, width=4)  # trigger guard
-    elif policy == "drugs":
-        for i in range(6):
-            cx, cy = ox + (i % 3) * 30, oy + (i // 3) * 30
-            draw.ellipse([cx, cy, cx + 22, cy + 14], fill=colour, outline=(120, 120, 120))
-    elif policy == "counterfeit":
-        draw.polygon([(ox, oy + 70), (ox + 100, oy + 70), (ox + 85, oy), (ox + 15, oy)], fill=colour)
-        draw.text((ox + 35, oy + 30), "LV", fill=(230, 200, 120))
-    elif policy == "stolen_goods":
-        draw.rounded_rectangle([ox, oy, ox + 50, oy + 95], radius=8, fill=colour)
-        draw.rectangle([ox + 5, oy + 8, ox + 45, oy + 80], fill=(60, 80, 110))
-    elif policy == "human_trafficking":
-        draw.ellipse([ox + 30, oy, ox + 60, oy + 30], fill=colour)
-        draw.rectangle([ox + 25, oy + 30, ox + 65, oy + 95], fill=colour)
-    else:
-        draw.rectangle([ox, oy, ox + 110, oy + 60], fill=colour)
-        draw.text((ox + 10, oy + 20), "$$$ GIFT CARD", fill=(255, 255, 255))
+# Known-bad photos (by the demo renderer's seed) that the demo's known-bad bank holds; a share of
+# simulated listings re-upload one of them.
+KNOWN_BAD_SEEDS = {policy: [900_000 + 100 * i + k for k in range(3)] for i, policy in enumerate(POLICY_CODES)}
+KNOWN_BAD_COPY_SHARE = 0.08
+
+
+def listing_photo(policy: str | None, *, seed: int) -> Image.Image:
+    """A listing photo: the policy's object (or a benign one) on a textured background."""
+    from detection.ml.demo import render_listing_image  # numpy and PIL only
+
+    return render_listing_image(policy, seed=seed).image
+
+
+def jpeg(image: Image.Image, *, quality: int) -> bytes:
     out = io.BytesIO()
-    img.save(out, format="JPEG", quality=82)
+    image.convert("RGB").save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def known_bad_bank() -> list[dict]:
+    """The demo's known-bad bank: the original photos the simulator's re-uploads copy."""
+    titles = {
+        "firearms": "Pistol sold without licence (confirmed)", "drugs": "Prescription opioids (confirmed)",
+        "counterfeit": "Replica designer bag (confirmed)", "stolen_goods": "Laptop reported stolen (confirmed)",
+        "human_trafficking": "Passport-holding job offer (confirmed)", "scam": "Gift-card advance payment scam (confirmed)",
+    }
+    return [
+        {"id": f"demo-{policy}-{seed}", "policy": policy, "title": titles[policy],
+         "image": base64.b64encode(jpeg(listing_photo(policy, seed=seed), quality=90)).decode()}
+        for policy, seeds in KNOWN_BAD_SEEDS.items()
+        for seed in seeds
+    ]
 
 
 @dataclass
@@ -187,9 +177,19 @@ class DetectionTierSimulator:
         self._count = 0
 
     def _image(self, policy: str, negative: bool) -> bytes:
+        if not negative and self.rng.random() < KNOWN_BAD_COPY_SHARE:
+            # a re-upload of a known-bad photo: resized and re-compressed, as sellers do
+            seed = self.rng.choice(KNOWN_BAD_SEEDS[policy])
+            key = ("known-bad", policy, seed)
+            if key not in self._images:
+                image = listing_photo(None if negative else policy, seed=seed)
+                w, h = image.size
+                self._images[key] = jpeg(image.resize((int(w * 0.85), int(h * 0.85))), quality=55)
+            return self._images[key]
         key = (policy, negative, self.rng.randrange(self._image_variants))
         if key not in self._images:
-            self._images[key] = draw_image(policy, random.Random(f"{key[0]}-{key[1]}-{key[2]}-{self.seed}"), negative=negative)
+            seed = int(hashlib.sha256(f"{key}-{self.seed}".encode()).hexdigest()[:8], 16)
+            self._images[key] = jpeg(listing_photo(None if negative else policy, seed=seed), quality=82)
         return self._images[key]
 
     def _scores(self, policy: str, top: float) -> dict:
