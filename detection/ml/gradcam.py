@@ -24,6 +24,7 @@ untrained towers some targets have none. `Heatmap.empty` says so; the page shoul
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -198,7 +199,7 @@ def overlay_png(
     )
     out = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
     buffer = io.BytesIO()
-    out.save(buffer, format="PNG", optimize=True)
+    out.save(buffer, format="PNG", compress_level=4)  # a fast level: this runs per image
     return buffer.getvalue()
 
 
@@ -231,6 +232,10 @@ class Heatmap:
         )
 
 
+# Grad-CAM hooks are registered on the shared model for the length of a call: one at a time.
+_cam_lock = threading.Lock()
+
+
 def policy_heatmaps(
     model: ImageModel,
     images: Sequence[Image.Image],
@@ -247,9 +252,10 @@ def policy_heatmaps(
     images = list(images)
     for chunk in model.batches(images):
         inputs = model.preprocess(chunk).to(model.device)
-        maps, logits = grad_cam(
-            scorer, layer, inputs, index, reshape_transform=reshape, return_outputs=True
-        )
+        with _cam_lock:
+            maps, logits = grad_cam(
+                scorer, layer, inputs, index, reshape_transform=reshape, return_outputs=True
+            )
         probs = 1.0 / (1.0 + np.exp(-logits[:, index]))
         for image, cam, prob in zip(chunk, maps, probs, strict=True):
             box = model.crop_box(image)

@@ -63,6 +63,9 @@ class ModelConfig:
     batch_size: int = 16
     resize_mode: str = "squash"  # "squash" keeps the whole photo; "shortest" = resize + centre crop
     seed: int = 0  # torch seed for random initialisation (weights_path None)
+    # torch CPU threads for this process (0: torch's default, all cores). On a host shared by
+    # several workers, 1 per worker avoids OpenMP threads spinning for a busy core.
+    threads: int = 0
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
 
@@ -322,6 +325,8 @@ class ImageModel:
 
         self.config = config
         self.device = resolve_device(config.device)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
         started = time.perf_counter()
         visual = _visual
         if visual is None:
