@@ -157,6 +157,41 @@ def embedder() -> Embedder:
     return LocalEmbedder()
 
 
+# --- the neighbour space: image and listing text together ----------------------------------
+
+
+def text_weight() -> float:
+    w = float(settings.NEIGHBOUR_TEXT_WEIGHT)
+    if not 0.0 <= w <= 1.0:
+        raise StepUnavailable(f"NEIGHBOUR_TEXT_WEIGHT={w} must be within [0, 1]")
+    return w
+
+
+def space_version(emb: Embedder) -> str:
+    """Names the vector space a reference index lives in: image model, text model and weight."""
+    return f"{emb.version}|minilm-l6|text={text_weight():.2f}"
+
+
+def listing_text(title: str, description: str = "") -> str:
+    return f"{title}\n{description}"[:2000]
+
+
+def text_vectors(texts: list[str]) -> np.ndarray:
+    from detection.ml.text import embed_texts
+
+    return embed_texts(texts)
+
+
+def combine(image_vecs: np.ndarray, text_vecs: np.ndarray) -> np.ndarray:
+    """Rows of [sqrt(1-w) * image, sqrt(w) * text]: unit vectors whose inner product is the
+    weighted sum of the two cosine similarities."""
+    w = text_weight()
+    image_vecs = np.atleast_2d(image_vecs).astype(np.float32)
+    text_vecs = np.atleast_2d(text_vecs).astype(np.float32)
+    out = np.concatenate([np.sqrt(1 - w) * image_vecs, np.sqrt(w) * text_vecs], axis=1)
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
 def image_vectors(images: list[ListingImage], emb: Embedder) -> dict[int, np.ndarray]:
     """Embeddings of the images, computing only the missing ones."""
     have = {
@@ -228,8 +263,9 @@ def step_neighbours(event: DetectionEvent) -> str:
     if active is None:
         raise StepUnavailable("no reference index is active (manage.py build_reference_index --activate)")
     emb = embedder()
-    if active.model_version != emb.version:
-        raise StepUnavailable(f"the active index was built for {active.model_version}, embeddings come from {emb.version}")
+    space = space_version(emb)
+    if active.model_version != space:
+        raise StepUnavailable(f"the active index was built for {active.model_version}, embeddings come from {space}")
     if Neighbour.objects.filter(event=event, index_version=active).exists():
         return f"index {active.version}"
     images = _stored_images(event)
@@ -238,7 +274,8 @@ def step_neighbours(event: DetectionEvent) -> str:
     vectors = image_vectors(images, emb)
     index = _load_index(active)
     best: dict[int, tuple[float, int]] = {}
-    queries = np.stack([vectors[img.id] for img in images]).astype(np.float32)
+    text = text_vectors([listing_text(event.listing.title, event.listing.description)])[0]
+    queries = combine(np.stack([vectors[img.id] for img in images]), np.repeat(text[None, :], len(images), axis=0))
     ids, sims = index.search(queries, 10)
     for row, img in enumerate(images):
         for ref_id, sim in zip(ids[row], sims[row], strict=True):

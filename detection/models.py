@@ -196,6 +196,7 @@ class ReferenceItem(models.Model):
     title = models.CharField(max_length=1000, blank=True)
     image = models.ForeignKey(ListingImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     bank_ref = models.CharField(max_length=200, blank=True)  # the entry's id in an imported bank
+    image_file = models.FileField(upload_to="references/", blank=True)  # an imported bank's image
     case_id = models.BigIntegerField(null=True, blank=True)  # reviews.Case, by id (a higher layer)
     decision_id = models.BigIntegerField(null=True, blank=True)
     decision_action = models.CharField(max_length=16, blank=True)

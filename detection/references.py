@@ -17,7 +17,15 @@ logger = logging.getLogger(__name__)
 def references_add_for_decision(*, decision_id: int, case_id: int, event_id: int, policy: str, action: str,
                                 decided_at: datetime) -> int:
     """A confirmed violation: its listing's images become reference embeddings."""
-    from detection.enrichment import _stored_images, embedder, image_vectors
+    from detection.enrichment import (
+        _stored_images,
+        combine,
+        embedder,
+        image_vectors,
+        listing_text,
+        space_version,
+        text_vectors,
+    )
     from detection.models import DetectionEvent
 
     event = DetectionEvent.objects.select_related("listing").get(id=event_id)
@@ -26,11 +34,13 @@ def references_add_for_decision(*, decision_id: int, case_id: int, event_id: int
         return 0
     emb = embedder()
     vectors = image_vectors(images, emb)
+    text = text_vectors([listing_text(event.listing.title, event.listing.description)])[0]
+    combined = combine(np.stack([vectors[img.id] for img in images]), np.repeat(text[None, :], len(images), axis=0))
     rows = [
         ReferenceItem(source=ReferenceItem.Source.DECISION, policy=policy, title=event.listing.title[:1000], image=img,
                       case_id=case_id, decision_id=decision_id, decision_action=action, decided_at=decided_at,
-                      model_version=emb.version, vector=vectors[img.id].tobytes())
-        for img in images
+                      model_version=space_version(emb), vector=vec.tobytes())
+        for img, vec in zip(images, combined, strict=True)
     ]
     ReferenceItem.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
@@ -38,10 +48,10 @@ def references_add_for_decision(*, decision_id: int, case_id: int, event_id: int
 
 def reference_index_build(*, activate: bool = False, model_version: str | None = None) -> ReferenceIndexVersion:
     """Build a new immutable index version over every reference embedding of the current model."""
-    from detection.enrichment import embedder
+    from detection.enrichment import embedder, space_version
     from detection.ml.ann import build_index
 
-    version_of_model = model_version or embedder().version
+    version_of_model = model_version or space_version(embedder())
     rows = list(ReferenceItem.objects.filter(model_version=version_of_model).values_list("id", "vector"))
     if not rows:
         raise ValueError(f"no reference embeddings for model {version_of_model}: decide or import some first")
@@ -76,6 +86,14 @@ def reference_index_activate(*, version: ReferenceIndexVersion) -> ReferenceInde
     return version
 
 
+def _jpeg(pil) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    pil.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
 def known_bad_import(*, entries: list[dict], source_name: str) -> dict:
     """Import a bank of known-bad images: hashes always, reference embeddings when a model is set.
 
@@ -84,9 +102,11 @@ def known_bad_import(*, entries: list[dict], source_name: str) -> dict:
     import base64
     import io
 
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
     from PIL import Image
 
-    from detection.enrichment import StepUnavailable, embedder
+    from detection.enrichment import StepUnavailable, combine, embedder, space_version, text_vectors
     from detection.ml.phash import fingerprint_bytes, reference_hashes, to_signed64
     from detection.models import KnownBadImage
     from detection.policies import POLICY_CODES
@@ -119,16 +139,18 @@ def known_bad_import(*, entries: list[dict], source_name: str) -> dict:
                       "label": str(entry.get("title", ""))[:300]},
         )
         pils.append(pil)
-        refs.append((bank_ref, entry))
+        name = default_storage.save(f"references/{fp.sha256[:2]}/{fp.sha256}.jpg", ContentFile(_jpeg(pil)))
+        refs.append((bank_ref, entry, name))
         imported += 1
     embedded = 0
     if emb is not None and pils:
-        vectors = emb.embed(pils)
+        vectors = combine(emb.embed(pils), text_vectors([str(e.get("title", "")) for _, e, _ in refs]))
+        space = space_version(emb)
         ReferenceItem.objects.bulk_create(
             [ReferenceItem(source=ReferenceItem.Source.IMPORT, policy=e["policy"], title=str(e.get("title", ""))[:1000],
-                           bank_ref=ref, decision_action="remove", model_version=emb.version,
+                           bank_ref=ref, image_file=name, decision_action="remove", model_version=space,
                            vector=np.asarray(v, dtype=np.float32).tobytes())
-             for (ref, e), v in zip(refs, vectors, strict=True)],
+             for (ref, e, name), v in zip(refs, vectors, strict=True)],
             ignore_conflicts=True,
         )
         embedded = len(pils)

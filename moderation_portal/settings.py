@@ -225,6 +225,9 @@ CLAIM_LEASE_SECONDS = envint("CLAIM_LEASE_SECONDS", 300, minimum=10)
 DETECTION_MODEL_CONFIG = envstr("DETECTION_MODEL_CONFIG", str(VAR_DIR / "models" / "demo" / "model.json"))
 REFERENCE_INDEX_DIR = Path(envstr("REFERENCE_INDEX_DIR", str(VAR_DIR / "reference-index")))
 NEIGHBOURS_SHOWN = envint("NEIGHBOURS_SHOWN", 8, minimum=1)
+# Neighbours compare listings by image and text together: similarity = (1 - w) * cosine of the
+# image embeddings + w * cosine of the listing-text embeddings (all-MiniLM-L6-v2).
+NEIGHBOUR_TEXT_WEIGHT = envfloat("NEIGHBOUR_TEXT_WEIGHT", 0.5)
 ENRICH_MAX_RETRIES = envint("ENRICH_MAX_RETRIES", 3, minimum=0)
 TRITON_TIMEOUT_SECONDS = envfloat("TRITON_TIMEOUT_SECONDS", 5.0)
 TRITON_MODEL = envstr("TRITON_MODEL", "image_embedder")

@@ -1,6 +1,8 @@
 """Everything the review page and the API show about a case beyond the listing: one place, a
 fixed number of queries however many images, heatmaps or neighbours there are."""
 
+from django.urls import reverse
+
 from detection.enrichment import STEPS, model_description
 from detection.models import EnrichmentStep, HashMatch, Heatmap, Neighbour
 from reviews.models import Case, Decision
@@ -50,7 +52,8 @@ def case_evidence(case: Case) -> dict:
             "decided_at": ref.decided_at or ref.created_at,
             "similarity": n.similarity,
             "case_id": ref.case_id,
-            "image_id": ref.image_id,
+            "image_url": (reverse("reviews:listing_image", args=[ref.image_id]) if ref.image_id
+                          else reverse("reviews:reference_image", args=[ref.id]) if ref.image_file else None),
             "source": ref.source,
         })
     matches = [

@@ -20,6 +20,7 @@ urlpatterns = [
     path("cases/<int:case_id>/escalate/", views.case_escalate, name="case_escalate"),
     path("images/<int:image_id>/", views.listing_image, name="listing_image"),
     path("heatmaps/<int:heatmap_id>/", views.heatmap_overlay, name="heatmap_overlay"),
+    path("references/<int:reference_id>/image/", views.reference_image, name="reference_image"),
     path("preferences/", views.preferences, name="preferences"),
     path("sellers/<int:seller_id>/bulk/", views.seller_bulk, name="seller_bulk"),
     path("ladder/", ladder_views.ladder_page, name="ladder"),

@@ -256,6 +256,19 @@ def heatmap_overlay(request, heatmap_id: int):
     return response
 
 
+@require_GET
+@role_required(*CASE_READERS)
+def reference_image(request, reference_id: int):
+    from detection.models import ReferenceItem
+
+    ref = ReferenceItem.objects.filter(id=reference_id).exclude(image_file="").first()
+    if ref is None:
+        raise Http404("no such reference image")
+    response = FileResponse(ref.image_file.open("rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 @require_POST
 def logout_view(request):
     if request.user.is_authenticated:

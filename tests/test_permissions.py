@@ -36,6 +36,8 @@ def endpoints(case_id, image_id, seller_id=0):
         ("post", f"/cases/{case_id}/release/", None, "page"),
         ("get", f"/images/{image_id}/", None, "page"),
         ("get", "/queues/all/", None, "page"),
+        ("get", "/heatmaps/1/", None, "page"),
+        ("get", "/references/1/image/", None, "page"),
         ("get", "/queues/all/fragment/", None, "page"),
         ("get", f"/cases/{case_id}/evidence/", None, "page"),
         ("get", f"/cases/{case_id}/status/", None, "page"),
