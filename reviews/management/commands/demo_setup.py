@@ -97,7 +97,7 @@ class Command(BaseCommand):
         user.save()
         user.groups.set([Group.objects.get(name="moderator")])
         decided = 0
-        for case in Case.objects.filter(state=Case.State.QUEUED, queue_kind="review", score__gte=0.6).order_by("id")[:12]:
+        for _ in range(min(12, Case.objects.filter(state=Case.State.QUEUED, queue_kind="review").count() // 3)):
             claimed = services.case_claim_next(user=user)
             if claimed is None:
                 break
