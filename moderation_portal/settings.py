@@ -177,6 +177,7 @@ CELERY_TASK_ROUTES = {
     "detection.enrich_*": {"queue": "enrich"},
     "detection.reference_*": {"queue": "enrich"},
     "llm_verify.*": {"queue": "llm"},
+    "reviews.llm_verify_case_task": {"queue": "llm"},
 }
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "reviews.release_expired_leases_task", "schedule": 30.0},
@@ -237,6 +238,19 @@ TRITON_URL = envstr("TRITON_URL")
 LLM_BASE_URL = envurl("LLM_BASE_URL", schemes={"http", "https"})
 LLM_MODEL = envstr("LLM_MODEL")
 LLM_API_KEY = envstr("LLM_API_KEY")
+LLM_READ_TIMEOUT_SECONDS = envfloat("LLM_READ_TIMEOUT_SECONDS", 60.0)
+LLM_DEADLINE_SECONDS = envfloat("LLM_DEADLINE_SECONDS", 150.0)
+LLM_MAX_CONCURRENCY = envint("LLM_MAX_CONCURRENCY", 2, minimum=1)
+LLM_BREAKER_FAILURES = envint("LLM_BREAKER_FAILURES", 5, minimum=1)
+LLM_BREAKER_COOLDOWN_SECONDS = envfloat("LLM_BREAKER_COOLDOWN_SECONDS", 30.0)
+LLM_PROMPT_PRICE_PER_1K = envfloat("LLM_PROMPT_PRICE_PER_1K", 0.0)
+LLM_COMPLETION_PRICE_PER_1K = envfloat("LLM_COMPLETION_PRICE_PER_1K", 0.0)
+# When enrichment has not finished by then, the LLM verifies with what there is.
+LLM_WAIT_FOR_ENRICHMENT_SECONDS = envint("LLM_WAIT_FOR_ENRICHMENT_SECONDS", 120, minimum=0)
+
+# --- QA sampling ----------------------------------------------------------------------------
+QA_HUMAN_SAMPLE_RATE = envfloat("QA_HUMAN_SAMPLE_RATE", 0.02)
+QA_DISAGREEMENT_FACTOR = envfloat("QA_DISAGREEMENT_FACTOR", 3.0)
 
 # --- logging: every line about a listing carries its trace id -------------------------------
 LOGGING = {

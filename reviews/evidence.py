@@ -62,12 +62,15 @@ def case_evidence(case: Case) -> dict:
          "distance": m.distance, "image_id": m.image_id}
         for m in HashMatch.objects.filter(event_id=event_id).select_related("known_bad", "image").order_by("distance")
     ]
+    from llm_verify.models import LlmVerdict
+
+    verdict = LlmVerdict.objects.filter(event_id=event_id).order_by("-created_at", "-id").first()
     return {
         "images": images,
         "enrichment_steps": step_rows,
         "hash_matches": matches,
         "neighbours": neighbours,
         "neighbours_index_version": index_version.version if index_version else None,
-        "llm_verdict": None,
+        "llm_verdict": verdict,
         "model": model_description(),
     }

@@ -8,7 +8,8 @@ Per policy, scores climb through the tiers
 
 `llm_verify` is the lower bound of the LLM-verifiable band [llm_verify, min(warn, remove)):
 only there can an LLM verdict that agrees with the detection tier (at or above
-`llm_min_confidence`) take the ladder's action without a human.
+`llm_min_confidence`) take the ladder's action without a human. `qa_rate` is the share of
+automatic and LLM-verified decisions sampled for QA spot-checks.
 """
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import yaml
 from detection.policies import POLICY_CODES
 
 THRESHOLD_KEYS = ("monitor", "review", "llm_verify", "warn", "remove", "suspend")
-FIELDS = THRESHOLD_KEYS + ("llm_min_confidence", "severity", "sla_hours")
+FIELDS = THRESHOLD_KEYS + ("llm_min_confidence", "qa_rate", "severity", "sla_hours")
 YAML_KIND = "moderation-portal/policy-ladder"
 
 DEFAULT_POLICY = {
@@ -29,6 +30,7 @@ DEFAULT_POLICY = {
     "remove": 0.95,
     "suspend": 0.99,
     "llm_min_confidence": 0.80,
+    "qa_rate": 0.10,  # share of automatic and LLM-verified decisions QA leads spot-check
 }
 
 
@@ -56,7 +58,7 @@ def validate(thresholds: dict) -> dict:
         if extra:
             problems.append(f"{code}: unknown fields {', '.join(sorted(map(str, extra)))}")
         clean: dict = {}
-        for key in THRESHOLD_KEYS + ("llm_min_confidence",):
+        for key in THRESHOLD_KEYS + ("llm_min_confidence", "qa_rate"):
             value = row.get(key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 problems.append(f"{code}.{key}: must be a number")

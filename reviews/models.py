@@ -130,6 +130,7 @@ class Case(models.Model):
         NOT_APPLICABLE = "not_applicable", "not applicable"
         NOT_CONFIGURED = "not_configured", "LLM verifier not configured"
         PENDING = "pending", "pending"
+        RUNNING = "running", "asking the LLM"
         DONE = "done", "done"
         FAILED = "failed", "failed"
         UNAVAILABLE = "unavailable", "LLM unavailable"
@@ -158,6 +159,7 @@ class Case(models.Model):
     # The tier's action for the score (remove, warn, none): what an automatic or LLM-verified
     # decision may take; an LLM can never take more than this.
     ladder_action = models.CharField(max_length=16, default="none")
+    llm_verdict = models.ForeignKey("llm_verify.LlmVerdict", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     suspension_review = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -218,6 +220,7 @@ class Decision(AppendOnlyModel):
     ladder_version = models.ForeignKey(LadderVersion, on_delete=models.PROTECT)
     time_on_case_ms = models.PositiveIntegerField(null=True, blank=True)
     supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT)
+    llm_verdict = models.ForeignKey("llm_verify.LlmVerdict", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     trace_id = models.CharField(max_length=128)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -269,3 +272,48 @@ class UserPreference(models.Model):
     blur_images = models.BooleanField(default=True)
     greyscale_images = models.BooleanField(default=True)
     updated_at = models.DateTimeField(default=timezone.now)
+
+
+class QaSample(models.Model):
+    """A decision picked for a QA lead to spot-check, and why it was picked."""
+
+    class Reason(models.TextChoices):
+        AUTOMATIC = "automatic", "automatic decision"
+        LLM_VERIFIED = "llm_verified", "LLM-verified decision"
+        HUMAN = "human", "random share of human decisions"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting"
+        CLAIMED = "claimed", "claimed"
+        REVIEWED = "reviewed", "reviewed"
+
+    decision = models.OneToOneField(Decision, on_delete=models.PROTECT, related_name="qa_sample")
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="qa_samples")
+    policy = models.CharField(max_length=32)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    band = models.CharField(max_length=16)  # confidence band of the detection score, e.g. "0.95-0.97"
+    disagreement = models.BooleanField(default=False)  # the LLM and the detection score disagreed
+    weight = models.FloatField(default=1.0)  # inverse sampling probability, for estimates over all decisions
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "-disagreement", "created_at"], name="qa_pending")]
+
+
+class QaReview(AppendOnlyModel):
+    class Outcome(models.TextChoices):
+        AGREE = "agree", "agree"
+        CORRECT = "correct", "correct"
+
+    sample = models.OneToOneField(QaSample, on_delete=models.PROTECT, related_name="review")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    verdict = models.CharField(max_length=16)  # what the QA lead judges right
+    policy = models.CharField(max_length=32, blank=True)
+    action = models.CharField(max_length=16)
+    notes = models.TextField(blank=True)
+    correction = models.ForeignKey(Decision, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -11,9 +11,20 @@ def open_cases(sender, events, **kwargs):
 
 @receiver(enrichment_step_finished)
 def enrichment_finished(sender, event_id, step, state, **kwargs):
+    from detection.models import EnrichmentStep
     from reviews import live
     from reviews.models import Case
 
-    case_id = Case.objects.filter(detection_event_id=event_id).values_list("id", flat=True).first()
-    if case_id is not None:
-        live.notify_case_changed(case_id, "enrichment")
+    row = Case.objects.filter(detection_event_id=event_id).values_list("id", "llm_state").first()
+    if row is None:
+        return
+    case_id, llm_state = row
+    live.notify_case_changed(case_id, "enrichment")
+    if llm_state == Case.LlmState.PENDING:
+        unfinished = EnrichmentStep.objects.filter(event_id=event_id).exclude(
+            state__in=[EnrichmentStep.State.DONE, EnrichmentStep.State.FAILED, EnrichmentStep.State.SKIPPED]
+        )
+        if not unfinished.exists():
+            from reviews.tasks import llm_verify_case_task
+
+            llm_verify_case_task.apply_async(args=[case_id])

@@ -121,7 +121,19 @@ class CaseOutput(serializers.Serializer):
         }
 
     def get_verdicts(self, case: Case) -> dict:
-        return {"llm": {"state": case.llm_state, "label": case.get_llm_state_display()}}
+        from llm_verify.models import LlmVerdict
+
+        v = LlmVerdict.objects.filter(event_id=case.detection_event_id).order_by("-created_at", "-id").first()
+        llm = {"state": case.llm_state, "label": case.get_llm_state_display()}
+        if v is not None:
+            llm["verdict"] = {
+                "id": v.id, "status": v.status, "decision": v.decision, "policy": v.policy or None,
+                "confidence": v.confidence, "rationale": v.rationale, "evidence": v.evidence,
+                "recommended_action": v.recommended_action, "model": v.model, "prompt_version": v.prompt_version,
+                "latency_ms": v.latency_ms, "prompt_tokens": v.prompt_tokens, "completion_tokens": v.completion_tokens,
+                "estimated_cost": v.estimated_cost, "error": v.error, "created_at": v.created_at,
+            }
+        return {"llm": llm}
 
     def get_decisions(self, case: Case) -> list[dict]:
         return DecisionOutput(case.decisions.all(), many=True).data

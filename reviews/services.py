@@ -145,6 +145,10 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
         if case.route == Case.Route.AUTO_ACTION
     ]
     Decision.objects.bulk_create(decisions)
+    from reviews.qa import sample_decision
+
+    for decision in decisions:
+        sample_decision(decision=decision, case=decision.case)
     Enforcement.objects.bulk_create(
         [Enforcement(decision=d, listing_id=d.case.listing_id, action=d.action, created_at=now) for d in decisions]
     )
@@ -183,13 +187,15 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
         with trace(case.trace_id):
             logger.info("case %s opened: %s", case.pk, case.route_reason)
     to_enrich = [c.detection_event_id for c in cases if c.route != Case.Route.ALLOW]
-    transaction.on_commit(lambda: _after_cases_opened(to_enrich))
+    to_verify = [c.pk for c in cases if c.llm_state == Case.LlmState.PENDING]
+    transaction.on_commit(lambda: _after_cases_opened(to_enrich, to_verify))
     return cases
 
 
-def _after_cases_opened(event_ids: list[int]) -> None:
+def _after_cases_opened(event_ids: list[int], verify_case_ids: list[int]) -> None:
     from detection.tasks import enrich_event_task
     from reviews import live
+    from reviews.tasks import llm_verify_case_task
 
     live.notify_queues_changed()
     for event_id in event_ids:
@@ -197,6 +203,13 @@ def _after_cases_opened(event_ids: list[int]) -> None:
             enrich_event_task.apply_async(args=[event_id])
         except Exception:  # noqa: BLE001 - the case exists and is reviewable; enrichment shows as pending
             logger.warning("could not enqueue enrichment of event %s", event_id, exc_info=True)
+    # The verification normally starts when enrichment finishes (reviews.receivers); this is the
+    # fallback for enrichment that is slow or stuck: then the LLM verifies with what there is.
+    for case_id in verify_case_ids:
+        try:
+            llm_verify_case_task.apply_async(args=[case_id], countdown=settings.LLM_WAIT_FOR_ENRICHMENT_SECONDS)
+        except Exception:  # noqa: BLE001
+            logger.warning("could not enqueue the LLM verification of case %s", case_id, exc_info=True)
 
 
 HUMAN_CONFIRMATIONS = {Decision.Source.HUMAN, Decision.Source.QA_CORRECTION, Decision.Source.APPEAL}
@@ -432,6 +445,9 @@ def decision_record(*, case: Case, user, data: DecisionInput) -> Decision:
         )
         if data.action != Decision.Action.NONE:
             Enforcement.objects.create(decision=decision, listing_id=case.listing_id, action=data.action, created_at=now)
+        from reviews.qa import sample_decision
+
+        sample_decision(decision=decision, case=case)
         audit_record(
             action="decision_recorded",
             obj=case,

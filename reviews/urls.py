@@ -1,6 +1,6 @@
 from django.urls import path
 
-from reviews import apis, ladder_views, views
+from reviews import apis, ladder_views, qa_views, views
 
 app_name = "reviews"
 
@@ -23,6 +23,9 @@ urlpatterns = [
     path("references/<int:reference_id>/image/", views.reference_image, name="reference_image"),
     path("preferences/", views.preferences, name="preferences"),
     path("sellers/<int:seller_id>/bulk/", views.seller_bulk, name="seller_bulk"),
+    path("qa/", qa_views.qa_page, name="qa"),
+    path("qa/claim/", qa_views.qa_claim, name="qa_claim"),
+    path("qa/samples/<int:sample_id>/", qa_views.qa_sample, name="qa_sample"),
     path("ladder/", ladder_views.ladder_page, name="ladder"),
     path("ladder/draft/start/", ladder_views.ladder_draft_start, name="ladder_draft_start"),
     path("ladder/draft/", ladder_views.ladder_draft_save, name="ladder_draft_save"),

@@ -1,0 +1,73 @@
+"""Obtaining and storing verdicts. The caller (reviews) builds the context and applies the
+verdict to routing; this layer only asks, checks and records."""
+
+import logging
+import threading
+
+from django.conf import settings
+
+from llm_verify.models import LlmVerdict
+
+logger = logging.getLogger(__name__)
+MAX_RAW_CHARS = 20_000
+
+_lock = threading.Lock()
+_clients: dict[tuple, object] = {}
+
+
+def configured() -> bool:
+    return bool(settings.LLM_BASE_URL and settings.LLM_MODEL)
+
+
+def client():
+    """One client per process and endpoint; its circuit breaker lives in Redis when there is one."""
+    from llm_verify.client import make_verdict_client
+
+    key = (settings.LLM_BASE_URL, settings.LLM_MODEL, settings.LLM_API_KEY)
+    with _lock:
+        existing = _clients.get(key)
+        if existing is None:
+            existing = _clients[key] = make_verdict_client(
+                settings.LLM_BASE_URL,
+                settings.LLM_MODEL,
+                settings.LLM_API_KEY or "",
+                redis_url=settings.REDIS_URL,
+                failure_threshold=settings.LLM_BREAKER_FAILURES,
+                cooldown_s=settings.LLM_BREAKER_COOLDOWN_SECONDS,
+                read_timeout_s=settings.LLM_READ_TIMEOUT_SECONDS,
+                deadline_s=settings.LLM_DEADLINE_SECONDS,
+                max_concurrency=settings.LLM_MAX_CONCURRENCY,
+                prompt_price_per_1k=settings.LLM_PROMPT_PRICE_PER_1K,
+                completion_price_per_1k=settings.LLM_COMPLETION_PRICE_PER_1K,
+            )
+    return existing
+
+
+def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
+    """Ask the configured endpoint for a checked verdict on one flag, and record the result."""
+    result = client().verify(context)
+    verdict = result.verdict
+    record = result.record or {}
+    row = LlmVerdict.objects.create(
+        event_id=event_id,
+        status=result.status if result.status in LlmVerdict.Status.values else LlmVerdict.Status.ERROR,
+        decision=verdict.decision if verdict else "",
+        policy=(verdict.policy or "") if verdict else "",
+        confidence=verdict.confidence if verdict else None,
+        rationale=verdict.rationale if verdict else "",
+        evidence=record.get("evidence", []) if verdict else [],
+        recommended_action=verdict.recommended_action if verdict else "",
+        model=result.model,
+        prompt_version=result.prompt_version,
+        latency_ms=result.latency_ms,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        estimated_cost=result.estimated_cost,
+        raw_response=(result.raw_response or "")[:MAX_RAW_CHARS],
+        error=(result.error or "")[:2000],
+        problems=list(result.problems)[:20],
+        attempts=result.attempts,
+        context=context,
+    )
+    logger.info("LLM verdict for event %s: %s %s (%s ms)", event_id, row.status, row.decision, row.latency_ms)
+    return row

@@ -1,0 +1,162 @@
+"""LLM verification of medium-confidence cases: the context a verdict may rest on, and what a
+verdict may change. The verdict never changes the rules: only a case in the ladder's
+LLM-verifiable band, still waiting for a human, whose verdict agrees with the detection tier
+(violation, same policy, confidence at or above the ladder's `llm_min_confidence`) is actioned,
+and then only with the action the ladder gives that band, whatever the model recommended."""
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from detection.models import HashMatch, Heatmap, Neighbour
+from llm_verify.models import LlmVerdict
+from reviews import selectors
+from reviews.models import AuditEvent, Case, Decision, Enforcement
+
+logger = logging.getLogger(__name__)
+
+
+def context_for_case(case: Case) -> dict:
+    """The verdict's context (llm_verify.prompt.VerdictContext), built from what the portal knows."""
+    listing, event, seller = case.listing, case.detection_event, case.listing.seller
+    heatmaps = {hm.image_id: hm for hm in Heatmap.objects.filter(event=event)}
+    images = []
+    for img in listing.images.all():
+        note = f"{img.width}x{img.height}" if img.width else img.get_state_display()
+        hm = heatmaps.get(img.id)
+        if hm is not None:
+            note += f"; image model p({hm.policy})={hm.probability:.2f}"
+        images.append({"id": img.external_id, "note": note})
+    similar = []
+    neighbour_rows = Neighbour.objects.filter(event=event).select_related("reference").order_by("rank")[:6]
+    for n in neighbour_rows:
+        ref = n.reference
+        similar.append({
+            "case_id": str(ref.case_id) if ref.case_id else f"bank-{ref.id}",
+            "similarity": round(float(n.similarity), 3),
+            "policy": ref.policy,
+            "decision": "violation",
+            "action": ref.decision_action or "remove",
+            "title": ref.title[:200],
+        })
+    matches = [
+        {"match_id": f"hash-{m.id}", "image_id": m.image.external_id, "distance": m.distance,
+         "policy": m.known_bad.policy, "decision": "known-bad image"}
+        for m in HashMatch.objects.filter(event=event).select_related("image", "known_bad")[:6]
+    ]
+    history = selectors.seller_history(seller_id=seller.id)
+    return {
+        "listing": {
+            "id": listing.external_id,
+            "title": listing.title,
+            "description": listing.description,
+            "price": f"{listing.price_amount} {listing.price_currency}",
+            "category": listing.category,
+            "region": listing.region,
+            "language": listing.language,
+            "images": images,
+        },
+        "detection": {
+            "model": event.model_name,
+            "model_version": event.model_version,
+            "scores": event.scores,
+            "modality_scores": event.modality_scores,
+            "reason_codes": event.reason_codes,
+        },
+        "similar_cases": similar,
+        "hash_matches": matches,
+        "seller": {
+            "id": seller.external_id,
+            "facts": {
+                "account_age_days": max(0, (timezone.now() - seller.account_created_at).days),
+                "prior_violations": seller.prior_violations,
+                "country": seller.country,
+                "confirmed_violations_here": history["violations_confirmed"],
+                "cleared_here": history["cleared"],
+            },
+        },
+        "policy": {"code": case.policy_id, "guideline": case.policy.guideline},
+    }
+
+
+def verdict_agrees(case: Case, verdict: LlmVerdict) -> tuple[bool, str]:
+    threshold = case.ladder_version.thresholds[case.policy_id]["llm_min_confidence"]
+    if verdict.status != LlmVerdict.Status.OK:
+        return False, f"no usable verdict ({verdict.get_status_display()})"
+    if verdict.decision != "violation":
+        return False, f"the LLM says {verdict.decision.replace('_', ' ')}"
+    if verdict.policy != case.policy_id:
+        return False, f"the LLM names {verdict.policy or 'no policy'}, the detection tier {case.policy_id}"
+    if verdict.confidence is None or verdict.confidence < threshold:
+        return False, f"LLM confidence {verdict.confidence} is below {threshold}"
+    return True, f"the LLM agrees ({verdict.policy}, confidence {verdict.confidence:.2f} ≥ {threshold})"
+
+
+def case_apply_verdict(*, case: Case, verdict: LlmVerdict) -> Decision | None:
+    """Record the verdict on the case; action it only when the ladder allows (see the module)."""
+    from reviews.qa import sample_decision
+    from reviews.services import _notify_case
+
+    agrees, why = verdict_agrees(case, verdict)
+    llm_state = {
+        LlmVerdict.Status.OK: Case.LlmState.DONE,
+        LlmVerdict.Status.UNAVAILABLE: Case.LlmState.UNAVAILABLE,
+    }.get(verdict.status, Case.LlmState.FAILED)
+    now = timezone.now()
+    with transaction.atomic():
+        Case.objects.filter(id=case.id).update(llm_state=llm_state, llm_verdict=verdict)
+        decision = None
+        in_band = case.route == Case.Route.LLM_VERIFY and case.ladder_action in (Decision.Action.REMOVE, Decision.Action.WARN)
+        if agrees and in_band:
+            # only while no human holds it: a moderator who claimed it decides it
+            closed = Case.objects.filter(id=case.id, state=Case.State.QUEUED).update(
+                state=Case.State.CLOSED, decided_at=now
+            )
+            if closed:
+                decision = Decision.objects.create(
+                    case=case, verdict=Decision.Verdict.VIOLATION, policy_id=case.policy_id,
+                    action=case.ladder_action, notes=f"LLM-verified: {why}", source=Decision.Source.LLM_VERIFIED,
+                    ladder_version=case.ladder_version, llm_verdict=verdict, trace_id=case.trace_id, created_at=now,
+                )
+                Enforcement.objects.create(decision=decision, listing_id=case.listing_id, action=decision.action, created_at=now)
+        reason = f"LLM verdict {verdict.id}: {why}" + ("; actioned" if decision else "; a human decides")
+        AuditEvent.objects.create(
+            actor_label=f"llm:{verdict.model}"[:150], action="llm_verdict_recorded", object_type="case",
+            object_id=str(case.id), trace_id=case.trace_id,
+            data={"verdict_id": verdict.id, "status": verdict.status, "decision": verdict.decision,
+                  "confidence": verdict.confidence, "prompt_version": verdict.prompt_version,
+                  "actioned": decision is not None, "reason": reason,
+                  "decision_id": decision.id if decision else None},
+        )
+        if decision is not None:
+            sample_decision(decision=decision, case=case)
+        transaction.on_commit(_notify_case(case.id, "verdict"))
+    return decision
+
+
+def llm_run_for_case(*, case_id: int) -> LlmVerdict | None:
+    """Claim the case's pending verification, ask, and apply. Safe to run twice."""
+    from llm_verify.services import configured, verdict_obtain
+
+    if not configured():
+        Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(llm_state=Case.LlmState.NOT_CONFIGURED)
+        return None
+    stale = timezone.now() - timedelta(minutes=10)
+    claimed = Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(llm_state=Case.LlmState.RUNNING)
+    if not claimed:
+        # a verification that died mid-way (killed worker) may be taken again after a while
+        claimed = Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING, created_at__lt=stale,
+                                      llm_verdict__isnull=True).update(llm_state=Case.LlmState.RUNNING)
+        if not claimed:
+            return None
+    case = Case.objects.select_related("listing__seller", "detection_event", "policy", "ladder_version").get(id=case_id)
+    try:
+        verdict = verdict_obtain(event_id=case.detection_event_id, context=context_for_case(case))
+    except Exception:
+        Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING).update(llm_state=Case.LlmState.FAILED)
+        logger.exception("LLM verification of case %s failed", case_id)
+        raise
+    case_apply_verdict(case=case, verdict=verdict)
+    return verdict
