@@ -11,14 +11,21 @@ PINS := torch==2.13.0 torchvision==0.28.0
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/moderation_portal \
 	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-not-secret SECURE_COOKIES=false
 
-.PHONY: demo test bench lint venv services chromium schema clean
+# The demo's LLM: SmolLM2-135M-Instruct served by llama-cpp-python on loopback (scripts/llm/).
+LLM_PORT ?= 8081
+DEMO_LLM_ENV := LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_MODEL=smollm2-135m-instruct \
+	LLM_MAX_CONCURRENCY=1 LLM_READ_TIMEOUT_SECONDS=120 LLM_DEADLINE_SECONDS=240
+
+.PHONY: demo test bench lint venv services chromium triton schema clean
 
 venv: $(STAMP)
 
+# First run: about 3 minutes for the portal's packages and about 12 for llama-cpp-python's
+# source build (pip caches the built wheel, so later environments take seconds).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip<25" wheel
-	$(PIP) install -q -c requirements.lock $(PINS) -e '.[dev]'
+	$(PIP) install -q -c requirements.lock $(PINS) -e '.[dev,llm]'
 	touch $(STAMP)
 
 # PostgreSQL and Redis run on this kind of machine; start whichever has stopped.
@@ -36,12 +43,20 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-demo: venv
-	$(PY) manage.py migrate --no-input
-	$(PY) manage.py demo_setup
-	$(PY) manage.py runserver --noreload 127.0.0.1:8000
+# A real Triton Inference Server (nvidia-pytriton) in its own venv: it pins numpy<2.
+triton:
+	scripts/triton/setup.sh
 
-test: venv services chromium
+demo: venv
+	mkdir -p var
+	$(PY) manage.py migrate --no-input
+	@scripts/llm/serve_local.sh --port $(LLM_PORT) > var/llm-server.log 2>&1 & llm=$$!; \
+	  trap 'kill $$llm 2>/dev/null' EXIT INT TERM; \
+	  for i in $$(seq 60); do curl -sf http://127.0.0.1:$(LLM_PORT)/v1/models >/dev/null && break; sleep 1; done; \
+	  $(DEMO_LLM_ENV) $(PY) manage.py demo_setup && \
+	  $(DEMO_LLM_ENV) $(PY) manage.py runserver --noreload 127.0.0.1:8000
+
+test: venv services chromium triton
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider
 
 bench: venv services
