@@ -20,6 +20,11 @@ Run: .venv/bin/python -m bench.gradcam
 from __future__ import annotations
 
 import os
+
+# Before torch/faiss load OpenMP: on a busy machine, threads that spin while waiting for a
+# core that another process holds make every parallel op many times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import statistics
 import time
 
@@ -175,7 +180,8 @@ def main() -> None:
             "backward runs through the last block and the head only; 'gradcam_naive' lets every "
             "parameter require a gradient (full backward) for reference. "
             + ("GPU measured too. " if gpu else "No GPU was lent to this run: CPU only. ")
-            + f"Load average at the start {load_before} (the machine is shared with other work). "
+            + f"Load average at the start {load_before} (the machine is shared with other work); "
+            f"process niceness {os.nice(0)}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. "
             f"Whole run: {time.perf_counter() - started:.0f} s."
         ),
     )
