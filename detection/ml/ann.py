@@ -40,8 +40,13 @@ FORMAT = "faiss-hnsw-ip/1"
 
 @dataclass(frozen=True)
 class HnswParams:
-    """HNSW graph parameters. Defaults reach recall@10 ≥ 0.95 on clustered 512-d data at
-    100k–1M vectors (see bench/knn.py for the measurement)."""
+    """HNSW graph parameters.
+
+    The defaults favour recall for reference indexes of up to a few hundred thousand vectors
+    (at 100k clustered 512-d vectors: held-out recall@10 of about 1.0, about a minute to build
+    on 2 cores). bench/knn.py uses M=16, efConstruction=32 to build 1M vectors in minutes and
+    tunes efSearch for recall@10 ≥ 0.95; every build records its own recall in the manifest.
+    """
 
     M: int = 32  # links per node; memory grows by about 8·M bytes per vector
     ef_construction: int = 80  # candidate list while building: build time vs graph quality
