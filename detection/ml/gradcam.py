@@ -193,7 +193,7 @@ def overlay_png(
         : base.height - box[1], : base.width - box[0]
     ]
     full = np.clip(full, 0.0, 1.0)
-    alpha = (0.15 + strength * full)[..., None]
+    alpha = (0.05 + strength * full)[..., None]
     blended = (
         np.asarray(base, dtype=np.float32) * (1 - alpha) + _jet(full).astype(np.float32) * alpha
     )
