@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 PINS := torch==2.13.0 torchvision==0.28.0
 
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/moderation_portal \
-	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-not-secret SECURE_COOKIES=false
+	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-not-secret SECURE_COOKIES=false \
+	OMP_WAIT_POLICY=PASSIVE
 
 # The demo's LLM: SmolLM2-135M-Instruct served by llama-cpp-python on loopback (scripts/llm/).
 LLM_PORT ?= 8081
