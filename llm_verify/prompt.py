@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NotRequired, TypedDict
 
-from llm_verify.verdict import MAX_EVIDENCE_ITEMS, POLICY_CODES
+from detection.policies import POLICY_CODES
+from llm_verify.verdict import MAX_EVIDENCE_ITEMS
 
 PROMPT_VERSION = "verify-v1"
 

@@ -27,14 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from llm_verify.prompt import VerdictContext
 
-POLICY_CODES: tuple[str, ...] = (
-    "firearms",
-    "drugs",
-    "counterfeit",
-    "stolen_goods",
-    "human_trafficking",
-    "scam",
-)
 
 PolicyCode = Literal[
     "firearms", "drugs", "counterfeit", "stolen_goods", "human_trafficking", "scam"

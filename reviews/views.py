@@ -198,36 +198,31 @@ def _reason(request) -> str | None:
     return reason[:500] if len(reason) >= 3 else None
 
 
-@require_POST
-@role_required(MODERATOR)
-def case_skip(request, case_id: int):
+def _pass_on(request, case_id: int, *, verb: str, service, done: str):
     case = selectors.case_get_for_user(case_id=case_id, user=request.user)
     queue_slug = request.POST.get("queue", "all")
     reason = _reason(request)
     if reason is None:
-        messages.error(request, "Say why you skip (at least 3 characters).")
+        messages.error(request, f"Say why you {verb} (at least 3 characters).")
         return HttpResponseRedirect(reverse("reviews:case", args=[case.id]) + f"?queue={queue_slug}")
-    if not services.case_skip(case=case, user=request.user, reason=reason):
+    if not service(case=case, user=request.user, reason=reason):
         messages.error(request, "Your claim on this case had already ended.")
         return redirect("reviews:queues")
-    messages.info(request, f"Skipped case {case.id}.")
+    messages.info(request, done.format(id=case.id))
     return _claim_and_redirect(request, queue_slug)
+
+
+@require_POST
+@role_required(MODERATOR)
+def case_skip(request, case_id: int):
+    return _pass_on(request, case_id, verb="skip", service=services.case_skip, done="Skipped case {id}.")
 
 
 @require_POST
 @role_required(MODERATOR)
 def case_escalate(request, case_id: int):
-    case = selectors.case_get_for_user(case_id=case_id, user=request.user)
-    queue_slug = request.POST.get("queue", "all")
-    reason = _reason(request)
-    if reason is None:
-        messages.error(request, "Say why you escalate (at least 3 characters).")
-        return HttpResponseRedirect(reverse("reviews:case", args=[case.id]) + f"?queue={queue_slug}")
-    if not services.case_escalate(case=case, user=request.user, reason=reason):
-        messages.error(request, "Your claim on this case had already ended.")
-        return redirect("reviews:queues")
-    messages.info(request, f"Escalated case {case.id} to the senior queue.")
-    return _claim_and_redirect(request, queue_slug)
+    return _pass_on(request, case_id, verb="escalate", service=services.case_escalate,
+                    done="Escalated case {id} to the senior queue.")
 
 
 @require_GET

@@ -20,14 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-POLICIES: tuple[str, ...] = (
-    "firearms",
-    "drugs",
-    "counterfeit",
-    "stolen_goods",
-    "human_trafficking",
-    "scam",
-)
+from detection.policies import POLICY_CODES as POLICIES  # noqa: E402 - plain constants, no Django
+
 BENIGN_OBJECTS: tuple[str, ...] = ("mug", "book", "plant", "shoe")
 
 

@@ -34,14 +34,7 @@ from detection.ml.compat import ensure_torchvision
 if TYPE_CHECKING:
     import torch
 
-POLICY_CODES: tuple[str, ...] = (
-    "firearms",
-    "drugs",
-    "counterfeit",
-    "stolen_goods",
-    "human_trafficking",
-    "scam",
-)
+from detection.policies import POLICY_CODES  # noqa: E402 - plain constants, no Django
 
 # open_clip's (OpenAI CLIP's) normalisation constants.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
