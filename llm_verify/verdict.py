@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from detection.policies import POLICY_CODES  # noqa: F401 - re-exported: the policy codes a verdict may name
+
 if TYPE_CHECKING:
     from llm_verify.prompt import VerdictContext
 
