@@ -34,6 +34,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, count, seed, **options):
         defaults_ensure()
+        self._demo_ladder()
         self._weights()
         self._bank_and_index()
         if not DetectionEvent.objects.exists():
@@ -56,6 +57,29 @@ class Command(BaseCommand):
         self.stdout.write("\nDemo logins (new passwords on every start):")
         self.stdout.write("\n".join(lines))
         self.stdout.write("\nOpen http://127.0.0.1:8000 and log in.\n")
+
+    def _demo_ladder(self) -> None:
+        """Ladder v2 for the demo: every automatic and LLM-verified decision may be sampled for QA
+        (qa_rate 1.0; the band factor still halves it in the upper half of a band), so the QA
+        queue has work. Published like any version, so the ladder's history shows it."""
+        import copy
+
+        from reviews import ladder as ladder_rules
+        from reviews import services
+        from reviews.models import LadderVersion
+
+        if LadderVersion.objects.filter(state=LadderVersion.State.PUBLISHED).count() > 1:
+            return
+        admin, _ = User.objects.get_or_create(username="demo-setup")
+        admin.set_unusable_password()
+        admin.save()
+        thresholds = copy.deepcopy(services.ladder_active().thresholds)
+        for row in thresholds.values():
+            row["qa_rate"] = 1.0
+        services.ladder_draft_save(user=admin, thresholds=ladder_rules.validate(thresholds),
+                                   notes="demo: QA samples every automatic and LLM-verified decision")
+        version = services.ladder_publish(user=admin)
+        self.log(f"ladder v{version.version}: QA rate 1.0 for the demo (v1 keeps the defaults)")
 
     def _weights(self) -> None:
         path = Path(settings.DETECTION_MODEL_CONFIG)
