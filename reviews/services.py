@@ -316,8 +316,10 @@ def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
     A user who already holds a live claim in the queue gets that case again. Two claimers never
     get the same case: one statement takes the first unlocked queued row
     (`UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED) … RETURNING *`), so concurrent
-    claimers pass over each other's rows instead of waiting; on SQLite, which has no row locks,
-    the same statement is atomic and write transactions are serialised.
+    claimers pass over each other's rows instead of waiting. On PostgreSQL the claim's audit
+    event is written by the same statement (a data-modifying CTE), which is atomic on its own:
+    one round trip a claim. On SQLite, which has no row locks, the statement and the audit event
+    run in one transaction and write transactions are serialised.
     """
     from django.db import connection
 
@@ -327,21 +329,36 @@ def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
     Q_, C_ = Case.State.QUEUED, Case.State.CLAIMED
     params = [C_, user.pk, now, lease_until, Q_, *queue_params, user.pk, now - SKIP_MEMORY, Q_, C_, user.pk, now,
               *queue_params]
-    with transaction.atomic():
-        taken = list(Case.objects.raw(sql, params))
-        if not taken:
-            return (
-                _queue_filter(Case.objects.filter(state=C_, claimed_by=user, lease_expires_at__gt=now), queue)
-                .order_by("claimed_at")
-                .first()
-            )
-        case = taken[0]
-        AuditEvent.objects.create(
-            actor=user, actor_label=user.get_username(), action="case_claimed", object_type="case",
-            object_id=str(case.pk), trace_id=case.trace_id,
-            data={"queue": queue.slug if queue else None, "lease_expires_at": lease_until.isoformat()},
+    audit_data = {"queue": queue.slug if queue else None, "lease_expires_at": lease_until.isoformat()}
+    if connection.vendor == "postgresql":
+        audit_table = AuditEvent._meta.db_table
+        sql = (
+            f"WITH taken AS ({sql}), audit AS ("
+            f"INSERT INTO {audit_table} (created_at, actor_id, actor_label, action, object_type, object_id, trace_id, data) "
+            f"SELECT %s, %s, %s, 'case_claimed', 'case', taken.id::text, taken.trace_id, %s::jsonb FROM taken) "
+            f"SELECT * FROM taken"
         )
-        transaction.on_commit(_notify_case(case.pk, "claimed"))
+        import json
+
+        params += [now, user.pk, user.get_username(), json.dumps(audit_data)]
+        taken = list(Case.objects.raw(sql, params))
+        case = taken[0] if taken else None
+    else:
+        with transaction.atomic():
+            taken = list(Case.objects.raw(sql, params))
+            case = taken[0] if taken else None
+            if case is not None:
+                AuditEvent.objects.create(
+                    actor=user, actor_label=user.get_username(), action="case_claimed", object_type="case",
+                    object_id=str(case.pk), trace_id=case.trace_id, data=audit_data,
+                )
+    if case is None:
+        return (
+            _queue_filter(Case.objects.filter(state=C_, claimed_by=user, lease_expires_at__gt=now), queue)
+            .order_by("claimed_at")
+            .first()
+        )
+    transaction.on_commit(_notify_case(case.pk, "claimed"))  # at once in autocommit; after an outer commit
     return case
 
 
