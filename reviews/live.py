@@ -54,17 +54,6 @@ class _Sender:
             except Exception:  # noqa: BLE001
                 logger.warning("live update to %s failed", group, exc_info=True)
 
-    def drain(self, timeout: float = 2.0) -> None:
-        """Wait until what was enqueued so far has been handed to the channel layer (tests, shutdown)."""
-        done = threading.Event()
-
-        async def marker():
-            await asyncio.sleep(COALESCE_SECONDS * 2)
-            done.set()
-
-        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(marker()))
-        done.wait(timeout)
-
 
 _sender: _Sender | None = None
 _sender_lock = threading.Lock()
@@ -91,8 +80,3 @@ def notify_queues_changed() -> None:
 
 def notify_case_changed(case_id: int, what: str) -> None:
     _send(case_group(case_id), {"type": "case.changed", "what": what})
-
-
-def drain() -> None:
-    if _sender is not None and _sender.pid == os.getpid():
-        _sender.drain()

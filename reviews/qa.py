@@ -103,7 +103,7 @@ def qa_review_record(*, sample: QaSample, user, outcome: str, verdict: str, poli
                      notes: str = "") -> QaReview:
     """Agree, or correct: a correction is a new decision (source qa_correction) that supersedes
     the original and reverses its enforcement, through the same outbox."""
-    from reviews.services import _notify_case, audit_record
+    from reviews.services import _after_decision, _notify_case, audit_record
 
     original = sample.decision
     now = timezone.now()
@@ -130,7 +130,7 @@ def qa_review_record(*, sample: QaSample, user, outcome: str, verdict: str, poli
                     action=action if action != Decision.Action.NONE else f"reverse_{original.action}",
                     reverses=previous, created_at=now,
                 )
-            transaction.on_commit(lambda: _after_correction(correction))
+            transaction.on_commit(lambda: _after_decision(correction))
         review = QaReview.objects.create(sample=sample, reviewer=user, outcome=outcome, verdict=verdict,
                                          policy=policy or "", action=action, notes=notes, correction=correction,
                                          created_at=now)
@@ -139,12 +139,6 @@ def qa_review_record(*, sample: QaSample, user, outcome: str, verdict: str, poli
                            "correction_id": correction.id if correction else None})
         transaction.on_commit(_notify_case(sample.case_id, "decided"))
     return review
-
-
-def _after_correction(decision: Decision) -> None:
-    from reviews.services import _after_decision
-
-    _after_decision(decision)
 
 
 # --- figures ---------------------------------------------------------------------------------

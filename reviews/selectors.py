@@ -10,6 +10,20 @@ from reviews.models import Case, Decision, Queue
 CASE_READERS = (MODERATOR, APPEALS, QA_LEAD, POLICY_ADMIN)
 
 
+def cases_in_queue(qs, queue: Queue | None):
+    """`qs` narrowed to the cases a queue holds (its kind and filters); no queue means review."""
+    if queue is None:
+        return qs.filter(queue_kind=Queue.Kind.REVIEW)
+    qs = qs.filter(queue_kind=queue.kind)
+    if queue.policies:
+        qs = qs.filter(policy_id__in=queue.policies)
+    if queue.regions:
+        qs = qs.filter(region__in=queue.regions)
+    if queue.languages:
+        qs = qs.filter(language__in=queue.languages)
+    return qs
+
+
 def case_get_for_user(*, case_id: int, user) -> Case:
     """The case with what a page or the API shows about it, if `user` may read it (else 404)."""
     if not has_role(user, *CASE_READERS):
@@ -112,10 +126,8 @@ def preference_for(*, user):
 
 
 def queue_pending_cases(*, queue: Queue, limit: int = 25) -> list[Case]:
-    from reviews.services import _queue_filter
-
     return list(
-        _queue_filter(Case.objects.filter(state__in=[Case.State.QUEUED, Case.State.CLAIMED]), queue)
+        cases_in_queue(Case.objects.filter(state__in=[Case.State.QUEUED, Case.State.CLAIMED]), queue)
         .select_related("policy", "listing", "claimed_by")
         .order_by("priority_key", "id")[:limit]
     )

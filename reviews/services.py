@@ -12,6 +12,7 @@ from django.utils import timezone
 from detection.models import DetectionEvent, Listing
 from moderation_portal.tracing import trace
 from reviews import ladder as ladder_rules
+from reviews import selectors
 from reviews.models import (
     AuditEvent,
     Case,
@@ -235,19 +236,6 @@ def _after_decision(decision: Decision) -> None:
 SKIP_MEMORY = timedelta(hours=12)
 
 
-def _queue_filter(qs, queue: Queue | None):
-    if queue is None:
-        return qs.filter(queue_kind=Queue.Kind.REVIEW)
-    qs = qs.filter(queue_kind=queue.kind)
-    if queue.policies:
-        qs = qs.filter(policy_id__in=queue.policies)
-    if queue.regions:
-        qs = qs.filter(region__in=queue.regions)
-    if queue.languages:
-        qs = qs.filter(language__in=queue.languages)
-    return qs
-
-
 def leases_release_expired() -> int:
     """Give expired claims back to their queue. Called by beat and, cheaply, before claims."""
     now = timezone.now()
@@ -354,7 +342,7 @@ def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
                 )
     if case is None:
         return (
-            _queue_filter(Case.objects.filter(state=C_, claimed_by=user, lease_expires_at__gt=now), queue)
+            selectors.cases_in_queue(Case.objects.filter(state=C_, claimed_by=user, lease_expires_at__gt=now), queue)
             .order_by("claimed_at")
             .first()
         )
