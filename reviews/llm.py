@@ -16,6 +16,8 @@ from reviews import selectors
 from reviews.models import AuditEvent, Case, Decision, Enforcement
 
 logger = logging.getLogger(__name__)
+# Longer than a verification may take (the client's deadline plus the task's time limit).
+STALE_VERIFICATION = timedelta(minutes=10)
 
 
 def context_for_case(case: Case) -> dict:
@@ -143,12 +145,13 @@ def llm_run_for_case(*, case_id: int) -> LlmVerdict | None:
     if not configured():
         Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(llm_state=Case.LlmState.NOT_CONFIGURED)
         return None
-    stale = timezone.now() - timedelta(minutes=10)
-    claimed = Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(llm_state=Case.LlmState.RUNNING)
+    now = timezone.now()
+    claimed = Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(
+        llm_state=Case.LlmState.RUNNING, llm_started_at=now)
     if not claimed:
-        # a verification that died mid-way (killed worker) may be taken again after a while
-        claimed = Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING, created_at__lt=stale,
-                                      llm_verdict__isnull=True).update(llm_state=Case.LlmState.RUNNING)
+        # a verification that died mid-way (killed worker) is taken again once it is clearly stale
+        claimed = Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING, llm_verdict__isnull=True,
+                                      llm_started_at__lt=now - STALE_VERIFICATION).update(llm_started_at=now)
         if not claimed:
             return None
     case = Case.objects.select_related("listing__seller", "detection_event", "policy", "ladder_version").get(id=case_id)

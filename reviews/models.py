@@ -160,6 +160,7 @@ class Case(models.Model):
     # decision may take; an LLM can never take more than this.
     ladder_action = models.CharField(max_length=16, default="none")
     llm_verdict = models.ForeignKey("llm_verify.LlmVerdict", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    llm_started_at = models.DateTimeField(null=True, blank=True)  # when the running verification began
     suspension_review = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)

@@ -180,3 +180,23 @@ def test_a_case_a_moderator_already_holds_is_left_to_them(llm, eager_celery, dja
     assert not Decision.objects.filter(case=case).exists()
     assert llm_run_for_case(case_id=case.id) is None  # running twice asks once
     assert llm.request_count == 1
+
+
+@pytest.mark.django_db
+def test_a_running_verification_is_taken_again_only_when_stale(llm, settings, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reviews.llm import STALE_VERIFICATION, llm_run_for_case
+
+    llm.script(Reply.content(verdict()))
+    with django_capture_on_commit_callbacks(execute=False):
+        (case,) = open_cases(0.8, title=TITLE, description=DESCRIPTION)
+    # an old case whose verification another worker started a moment ago: left alone
+    Case.objects.filter(id=case.id).update(llm_state="running", llm_started_at=timezone.now(),
+                                           created_at=timezone.now() - timedelta(days=1))
+    assert llm_run_for_case(case_id=case.id) is None and llm.request_count == 0
+    # one that started long ago and never finished (a killed worker): verified again
+    Case.objects.filter(id=case.id).update(llm_started_at=timezone.now() - STALE_VERIFICATION - timedelta(seconds=1))
+    assert llm_run_for_case(case_id=case.id).status == "ok" and llm.request_count == 1
