@@ -17,7 +17,7 @@ LLM_PORT ?= 8081
 DEMO_LLM_ENV := LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_MODEL=smollm2-135m-instruct \
 	LLM_MAX_CONCURRENCY=1 LLM_READ_TIMEOUT_SECONDS=120 LLM_DEADLINE_SECONDS=240
 
-.PHONY: demo test bench lint venv services chromium triton schema clean
+.PHONY: demo test bench lint check venv services chromium triton schema clean
 
 venv: $(STAMP)
 
@@ -66,10 +66,18 @@ bench: venv services
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# The static checks, no services needed: lint, formatting, types (the files listed under
+# [tool.mypy] in pyproject.toml) and the layering test. .pre-commit-config.yaml runs the same.
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -p no:cacheprovider -q tests/test_architecture.py
+
 schema: venv
 	$(PY) -c "import json, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'moderation_portal.settings'); \
-	import django; django.setup(); from detection.schema import event_schema; \
+	import django; django.setup(); from detection.intake.schema import event_schema; \
 	open('docs/detection-event.v1.schema.json', 'w').write(json.dumps(event_schema(), indent=2) + '\n')"
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache .mypy_cache

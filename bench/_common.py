@@ -4,6 +4,7 @@ Every figure is reported beside a baseline measured in the same run (the machine
 bench/results/<name>.json holds {name, figures, baseline, ratio, machine, created_at, notes}.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -30,23 +31,21 @@ def machine() -> dict:
         info["cpu"] = model
     except (OSError, StopIteration):
         pass
+    with contextlib.suppress(ValueError, OSError):
+        info["memory_gib"] = round(
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
+        )
     try:
-        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        pass
-    try:
-        import torch  # noqa: PLC0415 - only where the torch benches already loaded it
+        import torch
 
         if "torch" in __import__("sys").modules:
             info["torch"] = torch.__version__
     except ImportError:
         pass
-    try:
+    with contextlib.suppress(OSError):
         info["git_commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
-    except OSError:
-        pass
     return info
 
 
@@ -70,7 +69,15 @@ def summary_ms(seconds: list[float]) -> dict:
     }
 
 
-def write_result(name: str, *, figures: dict, baseline: dict, ratio: dict, notes: str = "", aims: dict | None = None) -> Path:
+def write_result(
+    name: str,
+    *,
+    figures: dict,
+    baseline: dict,
+    ratio: dict,
+    notes: str = "",
+    aims: dict | None = None,
+) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     payload = {
@@ -84,5 +91,11 @@ def write_result(name: str, *, figures: dict, baseline: dict, ratio: dict, notes
         "created_at": datetime.now(UTC).isoformat(),
     }
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(json.dumps({"name": name, "figures": figures, "baseline": baseline, "ratio": ratio}, indent=2, default=str))
+    print(
+        json.dumps(
+            {"name": name, "figures": figures, "baseline": baseline, "ratio": ratio},
+            indent=2,
+            default=str,
+        )
+    )
     return out

@@ -28,7 +28,8 @@ BARE = (
     "ORDER BY priority_key, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"
 )
 PUT_BACK = (
-    "UPDATE reviews_case SET state = 'queued', claimed_by_id = NULL, claimed_at = NULL, lease_expires_at = NULL "
+    "UPDATE reviews_case SET state = 'queued', claimed_by_id = NULL, claimed_at = NULL, "
+    "lease_expires_at = NULL "
     "WHERE id = %s"
 )
 
@@ -44,7 +45,7 @@ def _claimer(args):
     from django.contrib.auth.models import User
     from django.db import connection
 
-    from reviews.services import case_claim_next
+    from reviews.cases.claims import case_claim_next
 
     user = User.objects.get(id=user_id)
     latencies = []
@@ -76,9 +77,13 @@ def run(pool, mode: str, claimers: int, users: list[int]) -> dict:
     from bench._common import summary_ms
 
     # warm-up (connections, first statements, caches), not counted
-    pool.map(_claimer, [(mode, users[i], time.time() + 0.5, 0.5) for i in range(claimers)], chunksize=1)
+    pool.map(
+        _claimer, [(mode, users[i], time.time() + 0.5, 0.5) for i in range(claimers)], chunksize=1
+    )
     start_at = time.time() + 1.0
-    results = pool.map(_claimer, [(mode, users[i], start_at, SECONDS) for i in range(claimers)], chunksize=1)
+    results = pool.map(
+        _claimer, [(mode, users[i], start_at, SECONDS) for i in range(claimers)], chunksize=1
+    )
     latencies = [x for r in results for x in r]
     return {"claims_per_s": round(len(latencies) / SECONDS, 1), **summary_ms(latencies)}
 
@@ -108,7 +113,11 @@ def main() -> None:
 
     connection.close()
 
-    figures: dict = {"pending_cases": PENDING, "seconds_per_run": SECONDS, "fill_seconds": round(fill_seconds, 1)}
+    figures: dict = {
+        "pending_cases": PENDING,
+        "seconds_per_run": SECONDS,
+        "fill_seconds": round(fill_seconds, 1),
+    }
     baseline: dict = {}
     ratio: dict = {}
     ctx = mp.get_context("fork")
@@ -117,8 +126,10 @@ def main() -> None:
             if size_label == "1k":
                 with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
                     conn.execute(
-                        "UPDATE reviews_case SET state = 'decided' WHERE state = 'queued' AND id NOT IN "
-                        "(SELECT id FROM reviews_case WHERE state = 'queued' ORDER BY priority_key, id LIMIT 1000)"
+                        "UPDATE reviews_case SET state = 'decided' "
+                        "WHERE state = 'queued' AND id NOT IN "
+                        "(SELECT id FROM reviews_case WHERE state = 'queued' "
+                        "ORDER BY priority_key, id LIMIT 1000)"
                     )
                     conn.execute("VACUUM ANALYZE reviews_case")
             for n in CONCURRENCY:
@@ -128,21 +139,30 @@ def main() -> None:
                 figures[key] = portal
                 baseline[key] = bare
                 ratio[f"{key}_p99_portal_over_bare"] = round(portal["p99_ms"] / bare["p99_ms"], 2)
-                ratio[f"{key}_throughput_portal_over_bare"] = round(portal["claims_per_s"] / bare["claims_per_s"], 2)
+                ratio[f"{key}_throughput_portal_over_bare"] = round(
+                    portal["claims_per_s"] / bare["claims_per_s"], 2
+                )
                 print(key, "portal", portal, "bare", bare, flush=True)
     for n in CONCURRENCY:
         ratio[f"p99_1M_over_1k_{n}_claimers"] = round(
-            figures[f"1M_pending_{n}_claimers"]["p99_ms"] / figures[f"1k_pending_{n}_claimers"]["p99_ms"], 2
+            figures[f"1M_pending_{n}_claimers"]["p99_ms"]
+            / figures[f"1k_pending_{n}_claimers"]["p99_ms"],
+            2,
         )
     write_result(
         "claim",
         figures=figures,
         baseline=baseline,
         ratio=ratio,
-        aims={"p99_ms_at_50_claimers": "< 20", "p99_portal_over_bare": "<= 2", "p99_1M_over_1k": "<= 1 (no slower)"},
-        notes="Claimers are separate processes (one PostgreSQL connection each) on the same 2-core machine as the "
-              "database, so at 32 and 50 claimers most of the latency is waiting for a core. The portal's claim "
-              "also writes an audit event and publishes a live-update event (Redis) per claim.",
+        aims={
+            "p99_ms_at_50_claimers": "< 20",
+            "p99_portal_over_bare": "<= 2",
+            "p99_1M_over_1k": "<= 1 (no slower)",
+        },
+        notes="Claimers are separate processes (one PostgreSQL connection each) on the same "
+        "2-core machine as the database, so at 32 and 50 claimers most of the latency is "
+        "waiting for a core. The portal's claim also writes an audit event and publishes a "
+        "live-update event (Redis) per claim.",
     )
 
 

@@ -173,10 +173,11 @@ def main() -> None:
         ratio=ratio,
         aims={"gradcam_over_embed": "<= 2.5"},
         notes=(
-            f"{ARCH} with random weights and 6 random policy heads; 320x240 synthetic listing photos "
-            f"resized to 224. CPU: torch {torch.__version__}, {torch.get_num_threads()} threads. "
-            "Per-image ms = median over alternating rounds of one batch each. 'gradcam' freezes the "
-            "tower and makes the target layer's output the only leaf that needs a gradient, so "
+            f"{ARCH} with random weights and 6 random policy heads; 320x240 synthetic listing "
+            f"photos resized to 224. CPU: torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads. "
+            "Per-image ms = median over alternating rounds of one batch each. 'gradcam' freezes "
+            "the tower and makes the target layer's output the only leaf that needs a gradient, so "
             "backward runs through the last block and the head only; 'gradcam_naive' lets every "
             "parameter require a gradient (full backward) for reference. "
             + ("GPU measured too. " if gpu else "No GPU was lent to this run: CPU only. ")

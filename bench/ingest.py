@@ -36,16 +36,36 @@ def reset_database() -> None:
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True
+    )
 
 
 def start_worker():
     log = open(ROOT / "var" / "bench-ingest-worker.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "moderation_portal", "worker", "-Q", "ingest",
-         "--concurrency", str(WORKER_CONCURRENCY), "--loglevel", "WARNING", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "moderation_portal",
+            "worker",
+            "-Q",
+            "ingest",
+            "--concurrency",
+            str(WORKER_CONCURRENCY),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"bench-{uuid.uuid4().hex[:6]}@%h",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     return proc
 
@@ -67,30 +87,86 @@ def raw_rows(events: list[dict]):
     from decimal import Decimal
 
     from detection.models import DetectionEvent, Listing, ListingImage, Seller
-    from reviews.models import AuditEvent, Case, LadderVersion
+    from moderation_portal.core.models import AuditEvent
+    from reviews.models import Case, LadderVersion
 
     ladder = LadderVersion.objects.get(is_active=True)
     parse = datetime.fromisoformat
     sellers, listings, dets, images, cases, audits = {}, [], [], [], [], []
     for ev in events:
         s, li, d = ev["seller"], ev["listing"], ev["detection"]
-        sellers.setdefault(s["id"], Seller(external_id="raw-" + s["id"], account_created_at=parse(s["account_created_at"]),
-                                           prior_violations=s["prior_violations"], country=s["country"]))
-        listings.append(Listing(external_id="raw-" + li["id"], title=li["title"], description=li["description"],
-                                price_amount=Decimal(li["price"]["amount"]), price_currency=li["price"]["currency"],
-                                category=li["category"], region=li["region"], language=li["language"],
-                                listed_at=parse(li["created_at"])))
+        sellers.setdefault(
+            s["id"],
+            Seller(
+                external_id="raw-" + s["id"],
+                account_created_at=parse(s["account_created_at"]),
+                prior_violations=s["prior_violations"],
+                country=s["country"],
+            ),
+        )
+        listings.append(
+            Listing(
+                external_id="raw-" + li["id"],
+                title=li["title"],
+                description=li["description"],
+                price_amount=Decimal(li["price"]["amount"]),
+                price_currency=li["price"]["currency"],
+                category=li["category"],
+                region=li["region"],
+                language=li["language"],
+                listed_at=parse(li["created_at"]),
+            )
+        )
         top = max(d["scores"], key=d["scores"].get)
-        dets.append(DetectionEvent(event_id="raw-" + ev["event_id"], trace_id=ev["trace_id"], emitted_at=parse(ev["emitted_at"]),
-                                   model_name=d["model"], model_version=d["model_version"], scores=d["scores"],
-                                   modality_scores=d["modality_scores"], reason_codes=d["reason_codes"],
-                                   top_policy=top, top_score=d["scores"][top], source="raw"))
-        images.append([ListingImage(external_id=img["id"], position=i, sha256=img["sha256"], content_type="image/jpeg")
-                       for i, img in enumerate(li["images"])])
-        cases.append(Case(trace_id=ev["trace_id"], policy_id=top, score=d["scores"][top], region=li["region"],
-                          language=li["language"], route="human_review", ladder_version=ladder, state="queued",
-                          priority_key=parse(ev["emitted_at"]), sla_due_at=parse(ev["emitted_at"])))
-        audits.append(AuditEvent(actor_label="raw", action="case_opened", object_type="case", object_id="0", trace_id=ev["trace_id"]))
+        dets.append(
+            DetectionEvent(
+                event_id="raw-" + ev["event_id"],
+                trace_id=ev["trace_id"],
+                emitted_at=parse(ev["emitted_at"]),
+                model_name=d["model"],
+                model_version=d["model_version"],
+                scores=d["scores"],
+                modality_scores=d["modality_scores"],
+                reason_codes=d["reason_codes"],
+                top_policy=top,
+                top_score=d["scores"][top],
+                source="raw",
+            )
+        )
+        images.append(
+            [
+                ListingImage(
+                    external_id=img["id"],
+                    position=i,
+                    sha256=img["sha256"],
+                    content_type="image/jpeg",
+                )
+                for i, img in enumerate(li["images"])
+            ]
+        )
+        cases.append(
+            Case(
+                trace_id=ev["trace_id"],
+                policy_id=top,
+                score=d["scores"][top],
+                region=li["region"],
+                language=li["language"],
+                route="human_review",
+                ladder_version=ladder,
+                state="queued",
+                priority_key=parse(ev["emitted_at"]),
+                sla_due_at=parse(ev["emitted_at"]),
+            )
+        )
+        audits.append(
+            AuditEvent(
+                actor_label="raw",
+                action="case_opened",
+                object_type="case",
+                object_id="0",
+                trace_id=ev["trace_id"],
+            )
+        )
     return sellers, listings, dets, images, cases, audits
 
 
@@ -99,7 +175,8 @@ def raw_insert(events: list[dict]) -> float:
     from django.db import transaction
 
     from detection.models import DetectionEvent, Listing, ListingImage, Seller
-    from reviews.models import AuditEvent, Case
+    from moderation_portal.core.models import AuditEvent
+    from reviews.models import Case
 
     sellers, listings, dets, images, cases, audits = raw_rows(events)
     started = time.monotonic()
@@ -132,9 +209,9 @@ def main() -> None:
 
     django.setup()
     from bench._common import write_result
-    from detection.simulator import DetectionTierSimulator
-    from detection.tasks import ingest_events_task
+    from detection.intake.simulator import DetectionTierSimulator
     from moderation_portal.celery import app
+    from reviews.cases.intake import ingest_events_task
     from reviews.models import Case
 
     sim = DetectionTierSimulator(seed=11, sellers=400)
@@ -147,12 +224,12 @@ def main() -> None:
     worker = start_worker()
     try:
         for lo in range(0, len(warmup), BATCH):
-            ingest_events_task.apply_async(args=[warmup[lo:lo + BATCH]], queue="ingest")
+            ingest_events_task.apply_async(args=[warmup[lo : lo + BATCH]], queue="ingest")
         wait_for_cases(len(warmup), timeout=180)
         base = Case.objects.count()
         started = time.monotonic()
         for lo in range(0, len(events), BATCH):
-            ingest_events_task.apply_async(args=[events[lo:lo + BATCH]], queue="ingest")
+            ingest_events_task.apply_async(args=[events[lo : lo + BATCH]], queue="ingest")
         published = time.monotonic()
         finished = wait_for_cases(base + len(events), timeout=600)
     finally:
@@ -178,13 +255,16 @@ def main() -> None:
         baseline={
             "raw_bulk_insert_events_per_s": round(raw_rate, 1),
             "raw_bulk_insert_seconds": round(raw_seconds, 2),
-            "what": "bulk_create of the same rows (seller, listing, event, images, case, audit) in batches "
-                    "of the same size, no broker, no validation, no routing, same database",
+            "what": "bulk_create of the same rows (seller, listing, event, images, case, audit) "
+            "in batches of the same size, no broker, no validation, no routing, same database",
         },
         ratio={"end_to_end_over_raw_insert": round(e2e_rate / raw_rate, 3)},
-        aims={"end_to_end_events_per_s": ">= 500", "end_to_end_over_raw_insert": ">= 0.20"},
-        notes="Events carry one or two inline JPEG images (base64), validated and decoded on ingest. "
-              "Worker, broker, database and publisher share the machine's cores.",
+        aims={
+            "end_to_end_events_per_s": ">= 500",
+            "end_to_end_over_raw_insert": ">= 0.20",
+        },
+        notes="Events carry one or two inline JPEG images (base64), validated and decoded on "
+        "ingest. Worker, broker, database and publisher share the machine's cores.",
     )
 
 

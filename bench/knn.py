@@ -252,18 +252,20 @@ def main() -> None:
         ratio=ratio,
         aims={"p99": "HNSW p99 <= exact p99 / 50", "recall_at_10": ">= 0.95 on held-out queries"},
         notes=(
-            "Synthetic clustered 512-d vectors (n/100 clusters in a 48-d latent space, fixed random "
-            "basis, small isotropic noise), L2-normalised, inner product. efSearch is the smallest "
-            "value reaching recall@10 >= 0.95 on 300 tuning queries; latency and recall are on 1000 "
-            "other held-out queries. HNSW searches one query per call on one thread; exact search is "
-            "NumPy (matrix-vector + argpartition), also one thread per query, on the first 300 (100k) or 100 (1M) of "
-            "the same queries. Latencies: each path timed in 3 passes (exact at 1M: 2), the pass with "
-            "the lowest p99 reported for each, all passes' p99 kept; the thread CPU time of each query is "
-            "reported beside the wall-clock figures (wall-clock tails on a shared machine include "
+            "Synthetic clustered 512-d vectors (n/100 clusters in a 48-d latent space, fixed "
+            "random basis, small isotropic noise), L2-normalised, inner product. efSearch is the "
+            "smallest value reaching recall@10 >= 0.95 on 300 tuning queries; latency and recall "
+            "are on 1000 other held-out queries. HNSW searches one query per call on one thread; "
+            "exact search is NumPy (matrix-vector + argpartition), also one thread per query, on "
+            "the first 300 (100k) or 100 (1M) of the same queries. Latencies: each path timed in "
+            "3 passes (exact at 1M: 2), the pass with the lowest p99 reported for each, all "
+            "passes' p99 kept; the thread CPU time of each query is reported beside the "
+            "wall-clock figures (wall-clock tails on a shared machine include "
             "waiting for a core). Build times are FAISS HNSW on all cores through "
             f"detection.ml.ann.build_index (faiss {faiss.__version__}). "
             f"Whole run: {time.perf_counter() - started:.0f} s; load average at the start "
-            f"{load_before} (the machine is shared with other work); process niceness {os.nice(0)}, "
+            f"{load_before} (the machine is shared with other work); "
+            f"process niceness {os.nice(0)}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}."
         ),
     )

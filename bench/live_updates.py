@@ -31,8 +31,11 @@ def _free_port() -> int:
 async def _login(session, base: str) -> None:
     async with session.get(f"{base}/login/") as r:
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', await r.text()).group(1)
-    async with session.post(f"{base}/login/", data={"username": "bench-watcher", "password": PASSWORD,
-                                                    "csrfmiddlewaretoken": csrf}, allow_redirects=False) as r:
+    async with session.post(
+        f"{base}/login/",
+        data={"username": "bench-watcher", "password": PASSWORD, "csrfmiddlewaretoken": csrf},
+        allow_redirects=False,
+    ) as r:
         assert r.status == 302, await r.text()
 
 
@@ -42,8 +45,12 @@ async def measure(base: str, claim, decide, bare_send) -> tuple[list, list, list
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as session:
         await _login(session, base)
-        sockets = [await session.ws_connect(base.replace("http", "ws") + "/ws/queues/", headers={"Origin": base})
-                   for _ in range(PAGES)]
+        sockets = [
+            await session.ws_connect(
+                base.replace("http", "ws") + "/ws/queues/", headers={"Origin": base}
+            )
+            for _ in range(PAGES)
+        ]
         await asyncio.sleep(0.5)
 
         async def drain():
@@ -59,13 +66,16 @@ async def measure(base: str, claim, decide, bare_send) -> tuple[list, list, list
             async def one(ws):
                 await ws.receive()
                 return time.perf_counter() - t0
+
             return await asyncio.gather(*(asyncio.wait_for(one(ws), 10) for ws in sockets))
 
         portal_each, portal_last, bare_each, bare_last = [], [], [], []
         loop = asyncio.get_running_loop()
         for _ in range(ROUNDS):
             case = await loop.run_in_executor(None, claim)
-            await wait_all(time.perf_counter())  # each page gets the claim's notification first: not timed
+            await wait_all(
+                time.perf_counter()
+            )  # each page gets the claim's notification first: not timed
             committed = await loop.run_in_executor(None, decide, case)  # perf_counter() at commit
             latencies = await wait_all(committed)
             portal_each += latencies
@@ -89,9 +99,10 @@ def main() -> None:
     from django.contrib.auth.models import Group, User
 
     from bench._common import summary_ms, write_result
-    from detection.services import events_ingest
-    from detection.simulator import DetectionTierSimulator
-    from reviews import services
+    from detection.intake.simulator import DetectionTierSimulator
+    from reviews.cases import claims
+    from reviews.cases.intake import detections_ingest as events_ingest
+    from reviews.decisions.services import DecisionSpec
 
     moderator = User.objects.create_user("bench-mod", password=PASSWORD)
     moderator.groups.add(Group.objects.get(name="moderator"))
@@ -106,11 +117,14 @@ def main() -> None:
     events_ingest(events=events, source="bench")
 
     def claim():
-        return services.case_claim_next(user=moderator)
+        return claims.case_claim_next(user=moderator)
 
     def decide(case) -> float:
-        services.decision_record(case=case, user=moderator,
-                                 data=services.DecisionInput(verdict="no_violation", policy=None, action="none"))
+        claims.case_decide(
+            case=case,
+            user=moderator,
+            spec=DecisionSpec(verdict="no_violation", policy=None, action="none"),
+        )
         return time.perf_counter()
 
     layer = get_channel_layer()
@@ -120,8 +134,21 @@ def main() -> None:
 
     port = _free_port()
     log = open(ROOT / "var" / "bench-live-daphne.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "moderation_portal.asgi:application"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "moderation_portal.asgi:application",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -130,21 +157,32 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.2)
-        portal_each, portal_last, bare_each, bare_last = asyncio.run(measure(base, claim, decide, bare_send))
+        portal_each, portal_last, bare_each, bare_last = asyncio.run(
+            measure(base, claim, decide, bare_send)
+        )
     finally:
         server.terminate()
         server.wait(10)
-    p_each, p_last, b_each, b_last = (summary_ms(x) for x in (portal_each, portal_last, bare_each, bare_last))
+    p_each, p_last, b_each, b_last = (
+        summary_ms(x) for x in (portal_each, portal_last, bare_each, bare_last)
+    )
     write_result(
         "live_updates",
-        figures={"pages": PAGES, "rounds": ROUNDS, "decision_commit_to_each_page": p_each,
-                 "decision_commit_to_last_page": p_last},
+        figures={
+            "pages": PAGES,
+            "rounds": ROUNDS,
+            "decision_commit_to_each_page": p_each,
+            "decision_commit_to_last_page": p_last,
+        },
         baseline={"bare_group_send_to_each_page": b_each, "bare_group_send_to_last_page": b_last},
-        ratio={"p50_each_over_bare": round(p_each["p50_ms"] / b_each["p50_ms"], 2),
-               "p99_last_over_bare": round(p_last["p99_ms"] / b_last["p99_ms"], 2)},
-        notes="Pages are 100 websocket connections of a logged-in moderator to one Daphne process; the portal "
-              "coalesces identical change events for 20 ms before sending (reviews/live.py), which is part of "
-              "the figure. Clients, server, Redis and PostgreSQL share the machine's 2 cores.",
+        ratio={
+            "p50_each_over_bare": round(p_each["p50_ms"] / b_each["p50_ms"], 2),
+            "p99_last_over_bare": round(p_last["p99_ms"] / b_last["p99_ms"], 2),
+        },
+        notes="Pages are 100 websocket connections of a logged-in moderator to one Daphne "
+        "process; the portal coalesces identical change events for 20 ms before sending "
+        "(moderation_portal/core/live.py), which is part of "
+        "the figure. Clients, server, Redis and PostgreSQL share the machine's 2 cores.",
     )
 
 

@@ -276,8 +276,11 @@ def main() -> None:
         # the portal's own work around a verdict, against the same server (bench/llm_portal.py)
         from bench.llm_portal import portal_overhead
 
-        portal = portal_overhead(base_url=server.base_url, model=server.model,
-                                 rounds=int(os.environ.get("BENCH_LLM_PORTAL_ROUNDS", "6")))
+        portal = portal_overhead(
+            base_url=server.base_url,
+            model=server.model,
+            rounds=int(os.environ.get("BENCH_LLM_PORTAL_ROUNDS", "6")),
+        )
 
     bare_p50 = percentile(bare_s, 50)
     tokens_per_s = [
@@ -301,7 +304,10 @@ def main() -> None:
         "load_average_after": _load(),
     }
     figures["portal"] = {k: v for k, v in portal.items() if k != "bare_client_call"}
-    baseline = {"bare_openai_call": summary_ms(bare_s), "bare_client_call_in_portal_run": portal["bare_client_call"]}
+    baseline = {
+        "bare_openai_call": summary_ms(bare_s),
+        "bare_client_call_in_portal_run": portal["bare_client_call"],
+    }
     ratio = {
         "portal_overhead_p50_over_bare_client_call_p50": portal["overhead_over_bare_p50"],
         "client_overhead_p50_over_bare_call_p50": round(percentile(overhead_s, 50) / bare_p50, 6),
@@ -319,7 +325,8 @@ def main() -> None:
             "(load averages recorded): with 2 threads on 2 shared cores llama.cpp slows by up "
             "to 10x when other processes run; 1 thread degrades far less. A verdict that "
             "needed a retry costs two requests. figures.portal is the portal's own work per "
-            "verdict (context gathered from PostgreSQL, the verdict recorded and applied to routing) "
+            "verdict (context gathered from PostgreSQL, the verdict recorded and applied to "
+            "routing) "
             "beside the bare client call in the same run."
         ),
     )

@@ -25,10 +25,10 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
 
     from bench._common import summary_ms, write_result
-    from detection.services import events_ingest
-    from detection.simulator import DetectionTierSimulator
-    from reviews.fixtures_evidence import evidence_fill
+    from detection.intake.simulator import DetectionTierSimulator
+    from reviews.cases.intake import detections_ingest as events_ingest
     from reviews.models import Case
+    from tests.fixtures_evidence import evidence_fill
 
     sim = DetectionTierSimulator(seed=3)
     events = []
@@ -64,13 +64,18 @@ def main() -> None:
     write_result(
         "review_page",
         figures={"all_evidence": {**full_s, "queries": full_queries, "images": 6, "neighbours": 8}},
-        baseline={"least_evidence": {**bare_s, "queries": bare_queries, "images": 1, "neighbours": 0}},
-        ratio={"p50_all_over_least": round(full_s["p50_ms"] / bare_s["p50_ms"], 2),
-               "p99_all_over_least": round(full_s["p99_ms"] / bare_s["p99_ms"], 2),
-               "queries_all_minus_least": full_queries - bare_queries},
+        baseline={
+            "least_evidence": {**bare_s, "queries": bare_queries, "images": 1, "neighbours": 0}
+        },
+        ratio={
+            "p50_all_over_least": round(full_s["p50_ms"] / bare_s["p50_ms"], 2),
+            "p99_all_over_least": round(full_s["p99_ms"] / bare_s["p99_ms"], 2),
+            "queries_all_minus_least": full_queries - bare_queries,
+        },
         aims={"queries_all_minus_least": "0 (the count does not grow with images or neighbours)"},
-        notes="In-process requests through Django's test client against PostgreSQL: the server's own time, "
-              "no network. The page reads the images' bytes through separate role-checked requests, not counted.",
+        notes="In-process requests through Django's test client against PostgreSQL: the "
+        "server's own time, no network. The page reads the images' bytes through separate "
+        "role-checked requests, not counted.",
     )
 
 

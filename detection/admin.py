@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from detection.models import DeadLetter, DetectionEvent, Listing, Seller, ServiceToken
+from detection.evidence.references import reference_index_activate
+from detection.models import (
+    DeadLetter,
+    DetectionEvent,
+    EnrichmentStep,
+    KnownBadImage,
+    Listing,
+    ReferenceIndexVersion,
+    Seller,
+    ServiceToken,
+)
 
 
 @admin.register(DeadLetter)
@@ -27,8 +37,29 @@ class ServiceTokenAdmin(admin.ModelAdmin):
     exclude = ("key_hash",)
 
 
-
-from detection.models import EnrichmentStep, KnownBadImage  # noqa: E402
-
 admin.site.register(EnrichmentStep)
 admin.site.register(KnownBadImage)
+
+
+@admin.register(ReferenceIndexVersion)
+class ReferenceIndexVersionAdmin(admin.ModelAdmin):
+    list_display = (
+        "version",
+        "is_active",
+        "size",
+        "dim",
+        "recall_at_10",
+        "build_seconds",
+        "model_version",
+        "created_at",
+    )
+    readonly_fields = [f.name for f in ReferenceIndexVersion._meta.fields]
+    actions = ["activate"]
+
+    @admin.action(description="Activate this version (instant rollback or roll forward)")
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version.", level="error")
+            return
+        row = reference_index_activate(version=queryset.get(), actor=request.user)
+        self.message_user(request, f"{row.version} is active.")

@@ -57,7 +57,9 @@ class ListingImage(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["listing", "external_id"], name="uniq_image_per_listing")
+            models.UniqueConstraint(
+                fields=["listing", "external_id"], name="uniq_image_per_listing"
+            )
         ]
         ordering = ["position", "id"]
 
@@ -97,9 +99,21 @@ class DeadLetter(models.Model):
 
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     source = models.CharField(max_length=16)
+
+    class PayloadEncoding(models.TextChoices):
+        # What arrived may hold what PostgreSQL cannot store (NUL, lone surrogates, bytes that are
+        # not UTF-8), so the payload is kept in a form that can, and read back exactly on replay.
+        TEXT = "text", "the text as received"
+        JSON = "json", "JSON text of what was received"
+        BASE64 = "base64", "base64 of received bytes that are not storable text"
+
     event_id = models.CharField(max_length=128, blank=True, db_index=True)
     trace_id = models.CharField(max_length=128, blank=True, db_index=True)
-    payload = models.TextField()  # the event exactly as received (JSON text, or the raw body)
+    payload = models.TextField()  # what arrived, in the form `payload_encoding` names
+    # The default reads rows kept before the field existed: their payload is the received text.
+    payload_encoding = models.CharField(
+        max_length=8, choices=PayloadEncoding.choices, default=PayloadEncoding.TEXT
+    )
     reasons = models.JSONField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     replay_count = models.PositiveIntegerField(default=0)
@@ -140,7 +154,9 @@ class EnrichmentStep(models.Model):
         FAILED = "failed", "failed"
         SKIPPED = "skipped", "not available"
 
-    event = models.ForeignKey(DetectionEvent, on_delete=models.CASCADE, related_name="enrichment_steps")
+    event = models.ForeignKey(
+        DetectionEvent, on_delete=models.CASCADE, related_name="enrichment_steps"
+    )
     name = models.CharField(max_length=16, choices=Name.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     detail = models.CharField(max_length=500, blank=True)
@@ -161,7 +177,11 @@ class ImageEmbedding(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["image", "model_version"], name="one_embedding_per_model")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_version"], name="one_embedding_per_model"
+            )
+        ]
 
 
 class Heatmap(models.Model):
@@ -171,7 +191,9 @@ class Heatmap(models.Model):
     model_version = models.CharField(max_length=128)
     model_label = models.CharField(max_length=300)
     overlay = models.FileField(upload_to="heatmaps/")
-    raw = models.FileField(upload_to="heatmaps/")  # the map itself, float32 .npy over the model's view
+    raw = models.FileField(
+        upload_to="heatmaps/"
+    )  # the map itself, float32 .npy over the model's view
     probability = models.FloatField()
     peak_x = models.FloatField()
     peak_y = models.FloatField()
@@ -180,12 +202,17 @@ class Heatmap(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["image", "event", "policy", "model_version"], name="one_heatmap_per_image_policy")
+            models.UniqueConstraint(
+                fields=["image", "event", "policy", "model_version"],
+                name="one_heatmap_per_image_policy",
+            )
         ]
 
 
 class ReferenceItem(models.Model):
-    """A known violation to compare new flags with: from a confirmed decision, or an imported bank."""
+    """A known violation to compare new flags with: from a confirmed
+    decision, or an imported bank.
+    """
 
     class Source(models.TextChoices):
         DECISION = "decision", "confirmed decision"
@@ -194,7 +221,9 @@ class ReferenceItem(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     policy = models.CharField(max_length=32)
     title = models.CharField(max_length=1000, blank=True)
-    image = models.ForeignKey(ListingImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    image = models.ForeignKey(
+        ListingImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     bank_ref = models.CharField(max_length=200, blank=True)  # the entry's id in an imported bank
     image_file = models.FileField(upload_to="references/", blank=True)  # an imported bank's image
     case_id = models.BigIntegerField(null=True, blank=True)  # reviews.Case, by id (a higher layer)
@@ -207,10 +236,16 @@ class ReferenceItem(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["decision_id", "image", "model_version"], condition=models.Q(source="decision"),
-                                    name="one_reference_per_decision_image"),
-            models.UniqueConstraint(fields=["bank_ref", "model_version"], condition=models.Q(source="import"),
-                                    name="one_reference_per_bank_entry"),
+            models.UniqueConstraint(
+                fields=["decision_id", "image", "model_version"],
+                condition=models.Q(source="decision"),
+                name="one_reference_per_decision_image",
+            ),
+            models.UniqueConstraint(
+                fields=["bank_ref", "model_version"],
+                condition=models.Q(source="import"),
+                name="one_reference_per_bank_entry",
+            ),
         ]
         indexes = [models.Index(fields=["model_version", "id"], name="reference_model")]
 
@@ -233,7 +268,11 @@ class ReferenceIndexVersion(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_reference_index")
+            models.UniqueConstraint(
+                fields=["is_active"],
+                condition=models.Q(is_active=True),
+                name="one_active_reference_index",
+            )
         ]
         ordering = ["-created_at"]
 
@@ -243,21 +282,31 @@ class ReferenceIndexVersion(models.Model):
 
 class Neighbour(models.Model):
     event = models.ForeignKey(DetectionEvent, on_delete=models.CASCADE, related_name="neighbours")
-    index_version = models.ForeignKey(ReferenceIndexVersion, on_delete=models.PROTECT, related_name="+")
+    index_version = models.ForeignKey(
+        ReferenceIndexVersion, on_delete=models.PROTECT, related_name="+"
+    )
     rank = models.PositiveSmallIntegerField()
     reference = models.ForeignKey(ReferenceItem, on_delete=models.CASCADE, related_name="+")
-    image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="+")  # our image that matched
+    image = models.ForeignKey(
+        ListingImage, on_delete=models.CASCADE, related_name="+"
+    )  # our image that matched
     similarity = models.FloatField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["event", "index_version", "rank"], name="one_neighbour_per_rank")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "index_version", "rank"], name="one_neighbour_per_rank"
+            )
+        ]
         ordering = ["rank"]
 
 
 class KnownBadImage(models.Model):
     sha256 = models.CharField(max_length=64, db_index=True)
     phash = models.BigIntegerField(db_index=True)  # 64-bit pHash, stored signed
-    reference_hashes = models.JSONField(default=list)  # extra hashes of crops, for crop-robust matching
+    reference_hashes = models.JSONField(
+        default=list
+    )  # extra hashes of crops, for crop-robust matching
     policy = models.CharField(max_length=32)
     label = models.CharField(max_length=300, blank=True)
     bank_ref = models.CharField(max_length=200, blank=True)
@@ -276,4 +325,8 @@ class HashMatch(models.Model):
     distance = models.PositiveSmallIntegerField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["event", "image", "known_bad"], name="one_match_per_pair")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "image", "known_bad"], name="one_match_per_pair"
+            )
+        ]

@@ -32,16 +32,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import ValidationError
 
 from llm_verify.breaker import CircuitBreaker, MemoryBreakerStore, RedisBreakerStore
+from llm_verify.context import VerdictContext
 from llm_verify.prompt import (
     PROMPT_VERSION,
     PromptBudget,
-    VerdictContext,
     prepare_prompt,
     repair_messages,
 )
@@ -245,7 +247,7 @@ def parse_verdict(text: str) -> tuple[Verdict | None, list[str]]:
     body = _strip_fences(text)
     try:
         json.loads(body)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return None, [f"answer is not JSON ({exc.msg} at char {exc.pos})"]
     try:
         return Verdict.model_validate_json(body), []
@@ -319,8 +321,9 @@ class VerdictClient:
             extra["seed"] = self.config.seed
         return self._openai.chat.completions.create(
             model=self.config.model,
-            messages=messages,  # type: ignore[arg-type]
-            response_format=response_format,  # type: ignore[arg-type]
+            # Plain dicts of the shapes these TypedDicts describe (prompt.py builds them).
+            messages=cast("list[ChatCompletionMessageParam]", messages),
+            response_format=cast("ResponseFormat", response_format),
             max_tokens=self.config.max_tokens,
             temperature=self.config.temperature,
             timeout=timeout,
@@ -357,16 +360,19 @@ class VerdictClient:
                 last_reason = f"connection failed: {exc.__cause__ or exc}"
             except openai.APIStatusError as exc:
                 code = exc.status_code
-                if config.structured_output == "auto" and _refuses_json_schema(exc):
-                    if self._format == "json_schema":
-                        logger.info(
-                            "llm endpoint %s refused json_schema (%s); using json_object",
-                            config.base_url,
-                            code,
-                        )
-                        self._format = "json_object"
-                        transport_attempts -= 1  # a change of form, not a retry
-                        continue
+                if (
+                    config.structured_output == "auto"
+                    and _refuses_json_schema(exc)
+                    and self._format == "json_schema"
+                ):
+                    logger.info(
+                        "llm endpoint %s refused json_schema (%s); using json_object",
+                        config.base_url,
+                        code,
+                    )
+                    self._format = "json_object"
+                    transport_attempts -= 1  # a change of form, not a retry
+                    continue
                 if code == 429:
                     retry_after = _retry_after(exc)
                     if retry_after is not None and retry_after > config.max_retry_after_s:

@@ -104,10 +104,13 @@ def server_command(
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def wait_ready(base_url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+def wait_ready(
+    base_url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll ``GET {base_url}/models`` until the server answers; raise after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
@@ -150,8 +153,11 @@ class LocalModelServer:
             port=self.port, context_tokens=context_tokens, threads=threads
         )
         self._ready_timeout_s = ready_timeout_s
-        self._process: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="llm-server-", suffix=".log", delete=False)
+        self._process: subprocess.Popen[bytes] | None = None
+        # Open for the server's lifetime (its stdout and stderr); stop() closes and removes it.
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="llm-server-", suffix=".log", delete=False
+        )
 
     def start(self) -> LocalModelServer:
         self._process = subprocess.Popen(

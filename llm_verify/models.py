@@ -3,15 +3,22 @@ from django.utils import timezone
 
 
 class LlmVerdict(models.Model):
-    """One verification of a flag by the LLM, kept whole: what was asked, what came back, what it cost."""
+    """One verification of a flag by the LLM, kept whole: what was asked, what came back, what it
+    cost.
+    """
 
     class Status(models.TextChoices):
         OK = "ok", "verdict"
-        SCHEMA_FAILED = "schema_failed", "answer failed the schema or cited things that do not exist"
+        SCHEMA_FAILED = (
+            "schema_failed",
+            "answer failed the schema or cited things that do not exist",
+        )
         UNAVAILABLE = "unavailable", "LLM unavailable"
         ERROR = "error", "error"
 
-    event = models.ForeignKey("detection.DetectionEvent", on_delete=models.CASCADE, related_name="llm_verdicts")
+    event = models.ForeignKey(
+        "detection.DetectionEvent", on_delete=models.CASCADE, related_name="llm_verdicts"
+    )
     status = models.CharField(max_length=16, choices=Status.choices)
     decision = models.CharField(max_length=16, blank=True)  # violation, no_violation, uncertain
     policy = models.CharField(max_length=32, blank=True)

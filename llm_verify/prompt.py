@@ -1,10 +1,11 @@
-"""The versioned verification prompt, and the shape of the context it is built from.
+"""The versioned verification prompt.
 
-The Django side gathers a ``VerdictContext`` for a case (plain dicts and lists, no models) and
-calls ``build_messages(context)``. Everything the seller wrote (title, description, and the
-titles of similar cases, which other sellers wrote) is untrusted: it is HTML-escaped so it
-cannot open or close a tag, and the listing sits inside one ``<listing_data>`` block that the
-system message declares to be data, never instructions.
+The Django side gathers a ``VerdictContext`` for a case (``llm_verify.context``: plain dicts
+and lists, no models) and calls ``build_messages(context)``. Everything the seller wrote
+(title, description, and the titles of similar cases, which other sellers wrote) is
+untrusted: it is HTML-escaped so it cannot open or close a tag, and the listing sits inside
+one ``<listing_data>`` block that the system message declares to be data, never
+instructions.
 
 Change anything in the rendered text and you must bump ``PROMPT_VERSION``: verdicts are stored
 and compared (QA agreement per prompt version) under it. ``tests/llm_verify/test_prompt.py``
@@ -19,79 +20,13 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
 from detection.policies import POLICY_CODES
+from llm_verify.context import VerdictContext
 from llm_verify.verdict import MAX_EVIDENCE_ITEMS
 
 PROMPT_VERSION = "verify-v1"
-
-
-# --- the context the Django side builds ----------------------------------------------------
-
-
-class ImageContext(TypedDict):
-    id: str  # the image id the verdict may cite
-    note: NotRequired[str]  # e.g. "image score firearms 0.88; heatmap peaks on the object"
-
-
-class ListingContext(TypedDict):
-    id: str
-    title: str
-    description: str
-    price: NotRequired[str]  # display form, e.g. "120.00 EUR"
-    category: NotRequired[str]
-    region: NotRequired[str]
-    language: NotRequired[str]
-    images: list[ImageContext]
-
-
-class DetectionContext(TypedDict):
-    model: str
-    model_version: str
-    scores: dict[str, float]  # policy code -> calibrated probability
-    modality_scores: NotRequired[dict[str, dict[str, float]]]  # text|image|behavior -> scores
-    reason_codes: list[str]
-
-
-class SimilarCaseContext(TypedDict):
-    case_id: str  # the id the verdict may cite
-    similarity: float  # cosine similarity, 0..1
-    policy: str | None  # policy code of the past decision, None when cleared
-    decision: str  # the past decision: "violation" or "no_violation"
-    action: NotRequired[str]  # "remove", "warn", "none"
-    title: NotRequired[str]  # the similar listing's title (untrusted, escaped)
-
-
-class HashMatchContext(TypedDict):
-    match_id: str  # the id the verdict may cite
-    image_id: str  # which of this listing's images matched
-    distance: int  # Hamming distance of the perceptual hashes; 0 is an exact match
-    policy: str | None  # policy of the known-bad image
-    decision: NotRequired[str]
-
-
-class SellerContext(TypedDict):
-    id: str
-    # fact key -> value, e.g. {"account_age_days": 3, "prior_violations": 2, "country": "DE"};
-    # the keys are what a verdict cites as seller facts.
-    facts: dict[str, str | int | float | bool]
-
-
-class PolicyContext(TypedDict):
-    code: str  # the policy under review: the one the detection tier flagged
-    guideline: str  # the policy's guideline text, written by policy admins
-
-
-class VerdictContext(TypedDict):
-    """Everything the verdict may rest on; lists may be empty, never missing."""
-
-    listing: ListingContext
-    detection: DetectionContext
-    similar_cases: list[SimilarCaseContext]
-    hash_matches: list[HashMatchContext]
-    seller: SellerContext
-    policy: PolicyContext
 
 
 # --- budget --------------------------------------------------------------------------------

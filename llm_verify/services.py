@@ -50,7 +50,9 @@ def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
     record = result.record or {}
     row = LlmVerdict.objects.create(
         event_id=event_id,
-        status=result.status if result.status in LlmVerdict.Status.values else LlmVerdict.Status.ERROR,
+        status=result.status
+        if result.status in LlmVerdict.Status.values
+        else LlmVerdict.Status.ERROR,
         decision=verdict.decision if verdict else "",
         policy=(verdict.policy or "") if verdict else "",
         confidence=verdict.confidence if verdict else None,
@@ -69,5 +71,11 @@ def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
         attempts=result.attempts,
         context=context,
     )
-    logger.info("LLM verdict for event %s: %s %s (%s ms)", event_id, row.status, row.decision, row.latency_ms)
+    logger.info(
+        "LLM verdict for event %s: %s %s (%s ms)",
+        event_id,
+        row.status,
+        row.decision,
+        row.latency_ms,
+    )
     return row

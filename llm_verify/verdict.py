@@ -20,15 +20,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from detection.policies import POLICY_CODES  # noqa: F401 - re-exported: the policy codes a verdict may name
-
-if TYPE_CHECKING:
-    from llm_verify.prompt import VerdictContext
-
+from llm_verify.context import VerdictContext
 
 PolicyCode = Literal[
     "firearms", "drugs", "counterfeit", "stolen_goods", "human_trafficking", "scam"
@@ -161,7 +158,8 @@ def _inline(node: Any, defs: Mapping[str, Any]) -> Any:
 @lru_cache(maxsize=1)
 def _base_schema() -> dict[str, Any]:
     raw = Verdict.model_json_schema()
-    return _inline(raw, raw.get("$defs", {}))
+    schema: dict[str, Any] = _inline(raw, raw.get("$defs", {}))
+    return schema
 
 
 def _context_ids(context: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -3,7 +3,7 @@ import os
 from celery import Celery
 from celery.signals import before_task_publish, task_postrun, task_prerun
 
-from moderation_portal.tracing import current_trace_id
+from moderation_portal.core.tracing import current_trace_id
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "moderation_portal.settings")
 

@@ -23,10 +23,14 @@ def readyz(request):
         try:
             import redis
 
-            client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2)
+            client = redis.Redis.from_url(
+                settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2
+            )
             client.ping()
             checks["broker"] = {"ok": True, "mode": "redis"}
         except Exception as exc:  # noqa: BLE001
             checks["broker"] = {"ok": False, "mode": "redis", "error": type(exc).__name__}
     ok = all(c["ok"] for c in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from moderation_portal.env import (
+from moderation_portal.core.env import (
     ImproperEnvironment,
     envbool,
     envfloat,
@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    "moderation_portal.core",
     "detection",
     "llm_verify",
     "reviews",
@@ -91,7 +92,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "reviews.context_processors.roles",
+                "moderation_portal.core.context_processors.roles",
             ],
         },
     },
@@ -146,7 +147,9 @@ SECURE_REFERRER_POLICY = "same-origin"
 
 # --- cache, Celery, Channels ------------------------------------------------------------------
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -176,7 +179,6 @@ CELERY_TASK_ROUTES = {
     "detection.ingest_events": {"queue": "ingest"},
     "detection.enrich_*": {"queue": "enrich"},
     "detection.reference_*": {"queue": "enrich"},
-    "llm_verify.*": {"queue": "llm"},
     "reviews.llm_verify_case_task": {"queue": "llm"},
 }
 CELERY_BEAT_SCHEDULE = {
@@ -186,14 +188,14 @@ CELERY_BEAT_SCHEDULE = {
 # --- the REST API ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "detection.authentication.ServiceTokenAuthentication",
+        "detection.intake.tokens.ServiceTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "moderation_portal.api.exception_handler",
+    "EXCEPTION_HANDLER": "moderation_portal.core.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -223,7 +225,9 @@ CLAIM_LEASE_SECONDS = envint("CLAIM_LEASE_SECONDS", 300, minimum=10)
 # --- models and enrichment (workers only) --------------------------------------------------
 # The image model's config (open_clip tower, weights, per-policy heads). `make demo` builds demo
 # weights here; production points it at the detection tier's released checkpoint.
-DETECTION_MODEL_CONFIG = envstr("DETECTION_MODEL_CONFIG", str(VAR_DIR / "models" / "demo" / "model.json"))
+DETECTION_MODEL_CONFIG = envstr(
+    "DETECTION_MODEL_CONFIG", str(VAR_DIR / "models" / "demo" / "model.json")
+)
 REFERENCE_INDEX_DIR = Path(envstr("REFERENCE_INDEX_DIR", str(VAR_DIR / "reference-index")))
 NEIGHBOURS_SHOWN = envint("NEIGHBOURS_SHOWN", 8, minimum=1)
 # Neighbours compare listings by image and text together: similarity = (1 - w) * cosine of the
@@ -256,7 +260,7 @@ QA_DISAGREEMENT_FACTOR = envfloat("QA_DISAGREEMENT_FACTOR", 3.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace": {"()": "moderation_portal.tracing.TraceIdFilter"}},
+    "filters": {"trace": {"()": "moderation_portal.core.tracing.TraceIdFilter"}},
     "formatters": {
         "portal": {
             "format": "%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s %(message)s",

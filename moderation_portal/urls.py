@@ -3,16 +3,21 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from detection.apis import DetectionEventSchemaApi, DetectionIngestApi
+from detection.intake.apis import DetectionEventSchemaApi
+from moderation_portal.core.access import ALL_ROLES, role_permission
 from moderation_portal.health import healthz, readyz
-from moderation_portal.roles import ALL_ROLES, role_permission
+from reviews.cases.intake import DetectionIngestApi
+from reviews.cases.views import logout_view
 from reviews.urls import api_urlpatterns
-from reviews.views import logout_view
 
 api_v1 = [
     path("detections/", DetectionIngestApi.as_view(), name="api-detections"),
     path("schema/detection-event.json", DetectionEventSchemaApi.as_view(), name="api-event-schema"),
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[role_permission(*ALL_ROLES)]), name="api-schema"),
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(permission_classes=[role_permission(*ALL_ROLES)]),
+        name="api-schema",
+    ),
     *api_urlpatterns,
 ]
 

@@ -6,4 +6,4 @@ class ReviewsConfig(AppConfig):
     verbose_name = "Reviews, routing and decisions"
 
     def ready(self) -> None:
-        from reviews import receivers  # noqa: F401  (connects to detection's signals)
+        from reviews.cases import receivers  # noqa: F401  (optional reactions to enrichment progress)

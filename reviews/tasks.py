@@ -1,17 +1,6 @@
-from celery import shared_task
+"""Every Celery task of the reviews app, gathered here so the worker's autodiscovery finds them."""
 
-from reviews.services import leases_release_expired
+from reviews.cases.intake import ingest_events_task
+from reviews.cases.tasks import llm_verify_case_task, release_expired_leases_task
 
-
-@shared_task(name="reviews.release_expired_leases_task")
-def release_expired_leases_task() -> int:
-    return leases_release_expired()
-
-
-@shared_task(name="reviews.llm_verify_case_task", acks_late=True, soft_time_limit=240, time_limit=300)
-def llm_verify_case_task(case_id: int) -> str | None:
-    """Verify a medium-confidence case with the LLM (safe to run twice: it claims the case first)."""
-    from reviews.llm import llm_run_for_case
-
-    verdict = llm_run_for_case(case_id=case_id)
-    return verdict.status if verdict else None
+__all__ = ["ingest_events_task", "llm_verify_case_task", "release_expired_leases_task"]

@@ -1,6 +1,9 @@
 from django.urls import path
 
-from reviews import apis, ladder_views, qa_views, views
+from reviews.cases import apis, views
+from reviews.cases.consumers import CaseConsumer, QueuesConsumer
+from reviews.policies import views as ladder_views
+from reviews.qa import views as qa_views
 
 app_name = "reviews"
 
@@ -34,8 +37,14 @@ urlpatterns = [
     path("ladder/publish/", ladder_views.ladder_publish, name="ladder_publish"),
     path("ladder/import/", ladder_views.ladder_import, name="ladder_import"),
     path("ladder/versions/<int:number>/", ladder_views.ladder_version, name="ladder_version"),
-    path("ladder/versions/<int:number>/export.yaml", ladder_views.ladder_export, name="ladder_export"),
-    path("ladder/versions/<int:number>/activate/", ladder_views.ladder_activate, name="ladder_activate"),
+    path(
+        "ladder/versions/<int:number>/export.yaml", ladder_views.ladder_export, name="ladder_export"
+    ),
+    path(
+        "ladder/versions/<int:number>/activate/",
+        ladder_views.ladder_activate,
+        name="ladder_activate",
+    ),
 ]
 
 api_urlpatterns = [
@@ -47,4 +56,9 @@ api_urlpatterns = [
     path("cases/<int:case_id>/heartbeat/", apis.CaseHeartbeatApi.as_view(), name="api-heartbeat"),
     path("cases/<int:case_id>/skip/", apis.CaseSkipApi.as_view(), name="api-skip"),
     path("cases/<int:case_id>/escalate/", apis.CaseEscalateApi.as_view(), name="api-escalate"),
+]
+
+websocket_urlpatterns = [
+    path("ws/queues/", QueuesConsumer.as_asgi()),
+    path("ws/cases/<int:case_id>/", CaseConsumer.as_asgi()),
 ]

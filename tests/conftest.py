@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
-from moderation_portal.roles import APPEALS, MODERATOR, POLICY_ADMIN, QA_LEAD
+from moderation_portal.core.access import APPEALS, MODERATOR, POLICY_ADMIN, QA_LEAD
 
 pytest_plugins = ["tests.enrichment_fixtures"]
 
@@ -22,7 +22,9 @@ def pytest_sessionstart(session):
     # The suite runs against the machine's real services; `make test` starts them if needed.
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") and not _reachable("127.0.0.1", 5432):
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") and not _reachable(
+        "127.0.0.1", 5432
+    ):
         raise pytest.UsageError("PostgreSQL is not running on 127.0.0.1:5432 (make services)")
     if settings.REDIS_URL and not _reachable("127.0.0.1", 6379):
         raise pytest.UsageError("Redis is not running on 127.0.0.1:6379 (make services)")
@@ -30,7 +32,8 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(autouse=True)
 def _defaults(request):
-    """Roles, policies, ladder and queues exist in every database test (transactional tests flush them)."""
+    """Roles, policies, ladder and queues exist in every database test (transactional tests
+    flush them)."""
     names = request.fixturenames
     marker = request.node.get_closest_marker("django_db")
     if "transactional_db" in names or (marker and marker.kwargs.get("transaction")):
@@ -39,7 +42,7 @@ def _defaults(request):
         request.getfixturevalue("db")
     else:
         return
-    from reviews.bootstrap import defaults_ensure
+    from reviews.policies.bootstrap import defaults_ensure
 
     defaults_ensure()
 

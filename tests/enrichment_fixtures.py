@@ -23,7 +23,11 @@ def photo(policy, seed):
 
 
 def image_entry(data: bytes, image_id="img-1") -> dict:
-    return {"id": image_id, "data": base64.b64encode(data).decode(), "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "id": image_id,
+        "data": base64.b64encode(data).decode(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def event_with_photos(*datas, **kw) -> dict:

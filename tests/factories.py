@@ -20,11 +20,26 @@ def png_bytes(colour=(200, 30, 30), size=(64, 48)) -> bytes:
 
 def inline_image(image_id="img-1", data: bytes | None = None) -> dict:
     data = data if data is not None else png_bytes()
-    return {"id": image_id, "data": base64.b64encode(data).decode(), "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "id": image_id,
+        "data": base64.b64encode(data).decode(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
-def event(*, policy="firearms", score=0.8, seller="seller-1", listing=None, title="Pistol for sale", description="Cash only.",
-          images=None, event_id=None, trace_id=None, **detection_overrides) -> dict:
+def event(
+    *,
+    policy="firearms",
+    score=0.8,
+    seller="seller-1",
+    listing=None,
+    title="Pistol for sale",
+    description="Cash only.",
+    images=None,
+    event_id=None,
+    trace_id=None,
+    **detection_overrides,
+) -> dict:
     n = next(_counter)
     now = datetime.now(UTC)
     ev = {

@@ -36,7 +36,9 @@ class Http:
             def redirect_request(self, *args, **kwargs):
                 return None
 
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect
+        )
 
     def cookie(self, name: str) -> str:
         return next(c.value for c in self.jar if c.name == name)
@@ -46,7 +48,10 @@ class Http:
         if json_body is not None:
             data, hdrs["Content-Type"] = json.dumps(json_body).encode(), "application/json"
         elif form is not None:
-            data, hdrs["Content-Type"] = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
+            data, hdrs["Content-Type"] = (
+                urllib.parse.urlencode(form).encode(),
+                "application/x-www-form-urlencoded",
+            )
         req = urllib.request.Request(self.base + path, data=data, headers=hdrs, method=method)
         try:
             with self.opener.open(req, timeout=30) as resp:
@@ -63,20 +68,45 @@ def free_port() -> int:
 
 @pytest.fixture
 def embedded_portal(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_EAGER", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"DATABASE_URL", "REDIS_URL", "CELERY_EAGER", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
+    }
     env["PORTAL_VAR_DIR"] = str(tmp_path / "var")
 
     def manage(*args, stdin=None):
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, input=stdin,
-                              capture_output=True, text=True, timeout=180, check=True).stdout
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        ).stdout
 
     manage("migrate", "--no-input", "-v", "0")
-    manage("create_user", "mod", "--role", "moderator", "--password-stdin", stdin="embedded mode passphrase\n")
+    manage(
+        "create_user",
+        "mod",
+        "--role",
+        "moderator",
+        "--password-stdin",
+        stdin="embedded mode passphrase\n",
+    )
     token = manage("create_service_token", "tier").strip()
     port = free_port()
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -95,33 +125,64 @@ def embedded_portal(tmp_path):
 
 def test_embedded_mode_from_ingest_to_decision(embedded_portal):
     base, token, tmp_path = embedded_portal
-    assert not (tmp_path / "var" / "portal.sqlite3").stat().st_size == 0
+    assert (tmp_path / "var" / "portal.sqlite3").stat().st_size != 0
     status, ready = Http(base).request("GET", "/readyz")
     ready = json.loads(ready)
-    assert ready["checks"]["database"]["vendor"] == "sqlite" and ready["checks"]["broker"]["mode"].startswith("eager")
+    assert ready["checks"]["database"]["vendor"] == "sqlite"
+    assert ready["checks"]["broker"]["mode"].startswith("eager")
 
     tier = Http(base, {"Authorization": f"Token {token}"})
-    batch = [f.event(score=0.6, listing="emb-1"), f.event(score=0.99), f.mutate(f.event(), "listing.title", "")]
+    batch = [
+        f.event(score=0.6, listing="emb-1"),
+        f.event(score=0.99),
+        f.mutate(f.event(), "listing.title", ""),
+    ]
     status, body = tier.request("POST", "/api/v1/detections/", json_body=batch)
     assert status == 200, body
-    assert [r["status"] for r in json.loads(body)["results"]] == ["accepted", "accepted", "rejected"]
+    assert [r["status"] for r in json.loads(body)["results"]] == [
+        "accepted",
+        "accepted",
+        "rejected",
+    ]
 
     person = Http(base)
     _, login_page = person.request("GET", "/login/")
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)
-    status, _ = person.request("POST", "/login/", form={"username": "mod", "password": "embedded mode passphrase", "csrfmiddlewaretoken": csrf})
+    status, _ = person.request(
+        "POST",
+        "/login/",
+        form={
+            "username": "mod",
+            "password": "embedded mode passphrase",
+            "csrfmiddlewaretoken": csrf,
+        },
+    )
     assert status == 302
     headers = {"X-CSRFToken": person.cookie("csrftoken"), "Referer": base + "/"}
-    status, claimed = person.request("POST", "/api/v1/cases/claim-next/", headers=headers, json_body={})
+    status, claimed = person.request(
+        "POST", "/api/v1/cases/claim-next/", headers=headers, json_body={}
+    )
     assert status == 200, claimed
     claimed = json.loads(claimed)
     assert claimed["listing"]["id"] == "emb-1"
     case_id = claimed["id"]
     assert person.request("GET", f"/cases/{case_id}/")[0] == 200
-    status, decided = person.request("POST", f"/api/v1/cases/{case_id}/decision/", headers=headers,
-                                     json_body={"verdict": "violation", "policy": "firearms", "action": "warn", "notes": "first offence"})
+    status, decided = person.request(
+        "POST",
+        f"/api/v1/cases/{case_id}/decision/",
+        headers=headers,
+        json_body={
+            "verdict": "violation",
+            "policy": "firearms",
+            "action": "warn",
+            "notes": "first offence",
+        },
+    )
     assert status == 201, decided
     _, cases = person.request("GET", "/api/v1/cases/?listing=emb-1")
     case = json.loads(cases)[0]
-    assert case["state"] == "decided" and case["decisions"][0]["action"] == "warn"
-    assert person.request("POST", "/api/v1/cases/claim-next/", headers=headers, json_body={})[0] == 204
+    assert case["state"] == "decided"
+    assert case["decisions"][0]["action"] == "warn"
+    assert (
+        person.request("POST", "/api/v1/cases/claim-next/", headers=headers, json_body={})[0] == 204
+    )

@@ -90,7 +90,7 @@ def _new_version() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def _faiss():
+def _faiss() -> Any:
     import faiss
 
     return faiss
@@ -105,7 +105,7 @@ class IndexArtifact:
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return str(self.manifest["version"])
 
     @property
     def size(self) -> int:
@@ -140,7 +140,7 @@ class IndexArtifact:
 
 def build_index(
     vectors: np.ndarray,
-    ids: np.ndarray | list,
+    ids: np.ndarray | list[Any],
     out_dir: str | Path,
     params: HnswParams | None = None,
     *,
@@ -256,14 +256,14 @@ def build_index(
     return IndexArtifact(path=final, manifest=manifest, index=index, ids=id_array)
 
 
-def _recall(index, base: np.ndarray, queries: np.ndarray) -> tuple[float | None, int]:
+def _recall(index: Any, base: np.ndarray, queries: np.ndarray) -> tuple[float | None, int]:
     k = 10
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if len(q) == 0 or len(base) == 0:
         return None, 0
     truth, _ = exact_search(base, q, k)
     _, found = index.search(q, min(k, len(base)))
-    return round(recall_at_k(found, truth, k), 4), int(len(q))
+    return round(recall_at_k(found, truth, k), 4), len(q)
 
 
 def load_index(

@@ -15,12 +15,13 @@ Only numpy and Pillow are used.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from detection.policies import POLICY_CODES as POLICIES  # noqa: E402 - plain constants, no Django
+from detection.policies import POLICY_CODES as POLICIES  # plain constants, no Django
 
 BENIGN_OBJECTS: tuple[str, ...] = ("mug", "book", "plant", "shoe")
 
@@ -56,14 +57,19 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / math.hypot(width, height)
     img = img * (1.08 - 0.35 * dist[..., None])
     img = img + rng.normal(0, 4.0, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
+    return pixels
 
 
-def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 18) -> tuple:
+def _jitter(
+    rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 18
+) -> tuple[int, ...]:
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
 
 
-def _shape_points(points, x0: float, y0: float, s: float) -> list[tuple[float, float]]:
+def _shape_points(
+    points: Sequence[tuple[float, float]], x0: float, y0: float, s: float
+) -> list[tuple[float, float]]:
     return [(x0 + px * s, y0 + py * s) for px, py in points]
 
 
@@ -96,7 +102,9 @@ _SHOE = [
 ]
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, rng, name: str, x0: float, y0: float, s: float):
+def _draw_object(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, name: str, x0: float, y0: float, s: float
+) -> None:
     """Draw object `name` inside the box (x0, y0, x0+s, y0+s)."""
     if name == "handgun":
         colour = _jitter(rng, (45, 45, 52), 10)

@@ -27,7 +27,7 @@ import io
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -40,11 +40,15 @@ if TYPE_CHECKING:
     from detection.ml.models import ImageModel
 
 
-def vit_reshape_transform(grid_size: tuple[int, int] | int) -> Callable:
-    """(n, prefix + gh*gw, d) tokens → (n, d, gh, gw), dropping the class (and any prefix) tokens."""
+ReshapeTransform = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
+def vit_reshape_transform(grid_size: tuple[int, int] | int) -> ReshapeTransform:
+    """(n, prefix + gh*gw, d) tokens → (n, d, gh, gw), dropping the class (and any prefix)
+    tokens."""
     gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
 
-    def reshape(tensor):
+    def reshape(tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dim() != 3:
             raise ValueError(
                 f"expected (batch, tokens, dim) activations, got {tuple(tensor.shape)}"
@@ -60,7 +64,7 @@ def vit_reshape_transform(grid_size: tuple[int, int] | int) -> Callable:
     return reshape
 
 
-def tower_target(visual) -> tuple[object, Callable | None]:
+def tower_target(visual: Any) -> tuple[torch.nn.Module, ReshapeTransform | None]:
     """(target layer, reshape transform) for an open_clip image tower."""
     if hasattr(visual, "transformer") and hasattr(visual.transformer, "resblocks"):
         grid = getattr(visual, "grid_size", None)
@@ -77,19 +81,21 @@ def tower_target(visual) -> tuple[object, Callable | None]:
     raise ValueError(f"no known Grad-CAM target layer for {type(visual).__name__}")
 
 
-def resolve_layer(model, path: str):
+def resolve_layer(model: torch.nn.Module, path: str) -> torch.nn.Module:
     """`model` attribute path like "visual.transformer.resblocks[-1].ln_1" → the module."""
-    obj = model
+    obj: Any = model
     for part in path.replace("]", "").split("."):
         name, *indices = part.split("[")
         if name:
             obj = getattr(obj, name)
         for index in indices:
             obj = obj[int(index)]
-    return obj
+    return cast("torch.nn.Module", obj)
 
 
-def _leaf_output_hook(module, inputs, output):
+def _leaf_output_hook(
+    module: torch.nn.Module, inputs: object, output: object
+) -> torch.Tensor | None:
     # With frozen parameters nothing upstream needs a gradient: make the target layer's output
     # a leaf that does, so backward stops here instead of walking the whole tower.
     import torch
@@ -99,15 +105,39 @@ def _leaf_output_hook(module, inputs, output):
     return None
 
 
+@overload
 def grad_cam(
     model: torch.nn.Module,
     target_layer: torch.nn.Module | str,
     inputs: torch.Tensor,
     target_indices: int | Sequence[int],
     *,
-    reshape_transform: Callable | None = None,
+    reshape_transform: ReshapeTransform | None = None,
+    return_outputs: Literal[False] = False,
+) -> np.ndarray: ...
+
+
+@overload
+def grad_cam(
+    model: torch.nn.Module,
+    target_layer: torch.nn.Module | str,
+    inputs: torch.Tensor,
+    target_indices: int | Sequence[int],
+    *,
+    reshape_transform: ReshapeTransform | None = None,
+    return_outputs: Literal[True],
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def grad_cam(
+    model: torch.nn.Module,
+    target_layer: torch.nn.Module | str,
+    inputs: torch.Tensor,
+    target_indices: int | Sequence[int],
+    *,
+    reshape_transform: ReshapeTransform | None = None,
     return_outputs: bool = False,
-):
+) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Grad-CAM maps for `inputs` (n, C, H, W) and the output unit(s) `target_indices`.
 
     Returns (n, H, W) float32 in [0, 1]; with `return_outputs`, also the model's (n, k) outputs
@@ -175,7 +205,7 @@ def overlay_png(
         base = base.resize(
             (round(base.width * scale), round(base.height * scale)), Image.Resampling.LANCZOS
         )
-    box = crop_box or (0, 0, image.width, image.height)
+    box: tuple[int, ...] = crop_box or (0, 0, image.width, image.height)
     box = tuple(round(c * scale) for c in box)
     if background in ("grey", "blur_grey"):
         base = ImageOps.grayscale(base).convert("RGB")
@@ -246,7 +276,9 @@ def policy_heatmaps(
 ) -> list[Heatmap]:
     """A heatmap per image for `policy`'s head, computed in batches of the config's size."""
     scorer = model.scorer()
-    index = model.heads.index(policy)
+    heads = model.heads
+    assert heads is not None  # scorer() raised otherwise
+    index = heads.index(policy)
     layer, reshape = tower_target(scorer.visual)
     results: list[Heatmap] = []
     images = list(images)

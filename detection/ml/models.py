@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from detection.ml.compat import ensure_torchvision
 if TYPE_CHECKING:
     import torch
 
-from detection.policies import POLICY_CODES  # noqa: E402 - plain constants, no Django
+from detection.policies import POLICY_CODES  # plain constants, no Django
 
 # open_clip's (OpenAI CLIP's) normalisation constants.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -151,10 +151,12 @@ class PolicyHeads:
             ) from None
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        return np.asarray(embeddings, dtype=np.float32) @ self.weight.T + self.bias
+        logits: np.ndarray = np.asarray(embeddings, dtype=np.float32) @ self.weight.T + self.bias
+        return logits
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logits(embeddings)))
+        probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-self.logits(embeddings)))
+        return probabilities
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -237,7 +239,9 @@ def fit_heads(
 # The tower
 
 
-def build_visual(architecture: str, *, seed: int = 0, image_size: int | None = None):
+def build_visual(
+    architecture: str, *, seed: int = 0, image_size: int | None = None
+) -> torch.nn.Module:
     """The open_clip image tower of `architecture`, randomly initialised (seeded), on CPU."""
     import torch
 
@@ -253,7 +257,7 @@ def build_visual(architecture: str, *, seed: int = 0, image_size: int | None = N
         clip = open_clip.create_model(architecture, **kwargs)
     finally:
         torch.random.set_rng_state(saved_state)
-    visual = clip.visual
+    visual: torch.nn.Module = clip.visual
     del clip
     visual.eval()
     return visual
@@ -273,29 +277,29 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _tower_module(visual):
+def _tower_module(visual: torch.nn.Module) -> torch.nn.Module:
     """A module whose forward gives the L2-normalised embedding, keeping `visual` as attribute
     (so Grad-CAM target layers are spelled `visual.…` as for a full CLIP model)."""
     import torch
     import torch.nn.functional as F
 
     class ImageTower(torch.nn.Module):
-        def __init__(self, visual):
+        def __init__(self, visual: torch.nn.Module) -> None:
             super().__init__()
             self.visual = visual
 
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             return F.normalize(self.visual(x), dim=-1)
 
     return ImageTower(visual)
 
 
-def _scorer_module(tower, heads: PolicyHeads):
+def _scorer_module(tower: torch.nn.Module, heads: PolicyHeads) -> torch.nn.Module:
     """tower → per-policy logits, as one module (the Grad-CAM model)."""
     import torch
 
     class PolicyScorer(torch.nn.Module):
-        def __init__(self, tower, heads):
+        def __init__(self, tower: torch.nn.Module, heads: PolicyHeads) -> None:
             super().__init__()
             self.tower = tower
             self.visual = tower.visual  # same submodule, so `visual.…` target paths resolve
@@ -304,8 +308,9 @@ def _scorer_module(tower, heads: PolicyHeads):
                 self.heads.weight.copy_(torch.from_numpy(heads.weight))
                 self.heads.bias.copy_(torch.from_numpy(heads.bias))
 
-        def forward(self, x):
-            return self.heads(self.tower(x))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            scores: torch.Tensor = self.heads(self.tower(x))
+            return scores
 
     return PolicyScorer(tower, heads)
 
@@ -313,7 +318,7 @@ def _scorer_module(tower, heads: PolicyHeads):
 class ImageModel:
     """Loads the configured tower and heads once; embeds and scores PIL images in batches."""
 
-    def __init__(self, config: ModelConfig, *, _visual=None):
+    def __init__(self, config: ModelConfig, *, _visual: torch.nn.Module | None = None) -> None:
         import torch
 
         self.config = config
@@ -338,7 +343,7 @@ class ImageModel:
         if config.heads_path is not None:
             self.heads = PolicyHeads.load(config.heads_path)
         self.load_seconds = time.perf_counter() - started
-        self._scorer = None
+        self._scorer: torch.nn.Module | None = None
         with torch.inference_mode():
             probe = self.tower(
                 torch.zeros(1, 3, config.image_size, config.image_size, device=self.device)
@@ -394,7 +399,7 @@ class ImageModel:
         )
         return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
 
-    def batches(self, images: Sequence[Image.Image]):
+    def batches(self, images: Sequence[Image.Image]) -> Iterator[Sequence[Image.Image]]:
         step = self.config.batch_size
         for start in range(0, len(images), step):
             yield images[start : start + step]
@@ -425,7 +430,7 @@ class ImageModel:
         """Per image, {policy code: probability} for each policy that has a head."""
         return self.scores_from_embeddings(self.embed_images(images))
 
-    def scorer(self):
+    def scorer(self) -> torch.nn.Module:
         """The tower plus heads as one torch module giving per-policy logits (for Grad-CAM)."""
         if self.heads is None:
             raise RuntimeError("no heads file is configured: heatmaps need a policy head")
@@ -483,9 +488,11 @@ def build_demo_weights(
         from detection.ml.demo import demo_training_set
 
         labelled_images = demo_training_set(per_policy=per_policy, benign=2 * per_policy, seed=seed)
+    # DemoImage objects or (image, policy) pairs: see the docstring.
+    labelled: Sequence[Any] = labelled_images
     images: list[Image.Image] = []
     owners: list[str | None] = []
-    for item in labelled_images:
+    for item in labelled:
         image, policy = (item.image, item.policy) if hasattr(item, "image") else item
         if policy is not None and policy not in POLICY_CODES:
             raise ValueError(f"unknown policy code: {policy}")

@@ -50,7 +50,10 @@ class TextEmbedder:
         self._model = SentenceTransformer(
             str(self.model_path), device=str(self.device), local_files_only=True
         )
-        self.dim = int(self._model.get_embedding_dimension())
+        dim = self._model.get_embedding_dimension()
+        if dim is None:
+            raise ValueError(f"{self.model_path} does not declare its embedding dimension")
+        self.dim = int(dim)
         self.version = f"{MODEL_NAME}@{self.model_path.name}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -17,9 +17,11 @@ No Django here; tritonclient is imported when a client is made.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -161,7 +163,7 @@ class TritonEmbedder:
             raise TritonUnavailable(
                 f"cannot create a client for {config.url}: {exc}", permanent=True
             ) from exc
-        self._metadata: dict | None = None
+        self._metadata: dict[str, Any] | None = None
 
     @property
     def version(self) -> str:
@@ -173,21 +175,20 @@ class TritonEmbedder:
         return f"Triton model {self.config.model_name} ({self.config.url})"
 
     def close(self) -> None:
-        try:
+        # Closing a dead connection must not mask the real error.
+        with contextlib.suppress(Exception):
             self._client.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection must not mask the real error
-            pass
 
     def __enter__(self) -> TritonEmbedder:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _timeout_kwargs(self, seconds: float) -> dict:
+    def _timeout_kwargs(self, seconds: float) -> dict[str, float]:
         return {"client_timeout": seconds} if self.config.protocol == "grpc" else {}
 
-    def check_ready(self) -> dict:
+    def check_ready(self) -> dict[str, Any]:
         """Raise TritonUnavailable unless the model is loaded and ready; return its metadata."""
         cfg = self.config
         try:
@@ -259,11 +260,14 @@ class TritonEmbedder:
         if out is None or out.ndim != 2 or out.shape[0] != batch.shape[0]:
             shape = None if out is None else out.shape
             raise TritonUnavailable(
-                f"model {cfg.model_name!r} returned {cfg.output_name} of shape {shape} for {batch.shape[0]} images",
+                f"model {cfg.model_name!r} returned {cfg.output_name} of shape {shape} "
+                f"for {batch.shape[0]} images",
                 permanent=True,
             )
-        out = out.astype(np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        embeddings: np.ndarray = out.astype(np.float32)
+        norms = np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        normalized: np.ndarray = embeddings / norms
+        return normalized
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if len(images) == 0:

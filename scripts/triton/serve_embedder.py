@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import embedder_model as em  # noqa: E402
+import embedder_model as em
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     from pytriton.triton import Triton, TritonConfig
 
     @batch
-    def infer(IMAGE):  # noqa: N803 (the tensor's name on the wire)
+    def infer(IMAGE):
         return {em.OUTPUT_NAME: em.embed(IMAGE)}
 
     config = TritonConfig(

@@ -5,7 +5,9 @@ from tests.browser.conftest import log_in
 from tests.reviews.helpers import open_cases
 
 
-def test_a_policy_admin_edits_backtests_and_publishes_a_ladder_version(portal_server, new_page, policy_admin):
+def test_a_policy_admin_edits_backtests_and_publishes_a_ladder_version(
+    portal_server, new_page, policy_admin
+):
     open_cases(0.55, 0.6, policy="drugs")
     page = new_page(portal_server)
     log_in(page, policy_admin.username)
@@ -19,6 +21,8 @@ def test_a_policy_admin_edits_backtests_and_publishes_a_ladder_version(portal_se
     page.click("#publish")
     expect(page.locator("#messages")).to_contain_text("Published ladder version 2")
     v2 = LadderVersion.objects.get(version=2)
-    assert v2.is_active and v2.thresholds["drugs"]["review"] == 0.58 and v2.published_by_id == policy_admin.id
+    assert v2.is_active
+    assert v2.thresholds["drugs"]["review"] == 0.58
+    assert v2.published_by_id == policy_admin.id
     page.goto("/ladder/versions/2/")
     expect(page.locator("#version-diff")).to_contain_text("drugs.review: 0.5 → 0.58")

@@ -6,7 +6,9 @@ from tests.browser.conftest import log_in
 from tests.reviews.helpers import open_cases
 
 
-def test_queue_pages_follow_claims_and_decisions_elsewhere_without_a_reload(portal_server, new_page, moderator, moderator2):
+def test_queue_pages_follow_claims_and_decisions_elsewhere_without_a_reload(
+    portal_server, new_page, moderator, moderator2
+):
     high, low = open_cases(0.69, 0.55)
     watcher = new_page(portal_server)
     log_in(watcher, moderator2.username)
@@ -19,7 +21,9 @@ def test_queue_pages_follow_claims_and_decisions_elsewhere_without_a_reload(port
     expect(worker.locator('tr[data-queue="all"] td.pending')).to_have_text("2")
     worker.locator('tr[data-queue="all"] button', has_text="Claim next").click()
     worker.wait_for_url(re.compile(rf"/cases/{high.id}/"))
-    expect(watcher.locator(f'tr[data-case="{high.id}"]')).to_contain_text(f"claimed ({moderator.username})")
+    expect(watcher.locator(f'tr[data-case="{high.id}"]')).to_contain_text(
+        f"claimed ({moderator.username})"
+    )
 
     worker.keyboard.press("n")
     worker.keyboard.press("Enter")

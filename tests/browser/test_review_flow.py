@@ -7,7 +7,9 @@ from tests.browser.conftest import log_in
 from tests.reviews.helpers import open_cases
 
 
-def test_a_moderator_claims_reviews_with_the_keyboard_and_gets_the_next_case(portal_server, new_page, moderator):
+def test_a_moderator_claims_reviews_with_the_keyboard_and_gets_the_next_case(
+    portal_server, new_page, moderator
+):
     first, second = open_cases(0.69, 0.6, title='<img src=x onerror="window.pwned=1">Glock 19')
     page = new_page(portal_server)
     log_in(page, moderator.username)
@@ -15,7 +17,9 @@ def test_a_moderator_claims_reviews_with_the_keyboard_and_gets_the_next_case(por
     page.locator('tr[data-queue="all"] button', has_text="Claim next").click()
     page.wait_for_url(re.compile(rf"/cases/{first.id}/"))
     # adversarial text shows as text, never runs
-    expect(page.locator("#listing-title")).to_have_text('<img src=x onerror="window.pwned=1">Glock 19')
+    expect(page.locator("#listing-title")).to_have_text(
+        '<img src=x onerror="window.pwned=1">Glock 19'
+    )
     assert page.evaluate("window.pwned === undefined")
     # images start blurred; "r" reveals one
     image = page.locator("#images img.photo").first
@@ -28,7 +32,11 @@ def test_a_moderator_claims_reviews_with_the_keyboard_and_gets_the_next_case(por
     page.wait_for_url(re.compile(rf"/cases/{second.id}/"))
     decision = Decision.objects.get(case=first)
     assert (decision.verdict, decision.policy_id, decision.action, decision.decided_by_id) == (
-        "violation", "firearms", "remove", moderator.id)
+        "violation",
+        "firearms",
+        "remove",
+        moderator.id,
+    )
     page.keyboard.press("n")
     page.keyboard.press("Enter")
     page.wait_for_url("**/queues/")

@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from detection.validation import validate_event
+from detection.intake.validation import validate_event
 from tests import factories as f
 
 
@@ -62,13 +62,27 @@ def test_too_many_images():
 
 def test_image_url_host_must_be_on_the_allow_list(settings):
     settings.IMAGE_HOST_ALLOWLIST = ["images.marketplace.example"]
-    ok = f.event(images=[{"id": "a", "url": "https://images.marketplace.example/a.jpg", "sha256": "0" * 64}])
+    ok = f.event(
+        images=[{"id": "a", "url": "https://images.marketplace.example/a.jpg", "sha256": "0" * 64}]
+    )
     assert validate_event(ok)[1] == []
-    for url in ["https://evil.example.net/a.jpg", "https://images.marketplace.example.evil.net/a.jpg",
-                "https://user:pw@images.marketplace.example/a.jpg"]:
+    for url in [
+        "https://evil.example.net/a.jpg",
+        "https://images.marketplace.example.evil.net/a.jpg",
+        "https://user:pw@images.marketplace.example/a.jpg",
+    ]:
         found, _ = reasons_of(f.event(images=[{"id": "a", "url": url, "sha256": "0" * 64}]))
-        assert found & {("listing.images[0].url", "host_not_allowed"), ("listing.images[0].url", "bad_url")}, url
-    found, _ = reasons_of(f.event(images=[{"id": "a", "url": "http://images.marketplace.example/a.jpg", "sha256": "0" * 64}]))
+        assert found & {
+            ("listing.images[0].url", "host_not_allowed"),
+            ("listing.images[0].url", "bad_url"),
+        }, url
+    found, _ = reasons_of(
+        f.event(
+            images=[
+                {"id": "a", "url": "http://images.marketplace.example/a.jpg", "sha256": "0" * 64}
+            ]
+        )
+    )
     assert ("listing.images[0].url", "bad_format") in found
 
 
@@ -80,14 +94,23 @@ def test_inline_data_must_be_an_image_of_bounded_size(settings):
     settings.INGEST_MAX_IMAGE_BYTES = 2048
     big = f.png_bytes(size=(400, 400)) + b"\0" * 4096
     found, _ = reasons_of(f.event(images=[f.inline_image(data=big)]))
-    assert found & {("listing.images[0].data", "image_too_large"), ("listing.images[0].data", "too_long")}
+    assert found & {
+        ("listing.images[0].data", "image_too_large"),
+        ("listing.images[0].data", "too_long"),
+    }
 
     data = f.png_bytes()
-    wrong = {"id": "a", "data": base64.b64encode(data).decode(), "sha256": hashlib.sha256(b"other").hexdigest()}
+    wrong = {
+        "id": "a",
+        "data": base64.b64encode(data).decode(),
+        "sha256": hashlib.sha256(b"other").hexdigest(),
+    }
     found, _ = reasons_of(f.event(images=[wrong]))
     assert found == {("listing.images[0].sha256", "sha256_mismatch")}
 
-    found, _ = reasons_of(f.event(images=[{"id": "a", "data": "!!not base64!!", "sha256": "0" * 64}]))
+    found, _ = reasons_of(
+        f.event(images=[{"id": "a", "data": "!!not base64!!", "sha256": "0" * 64}])
+    )
     assert found == {("listing.images[0].data", "bad_base64")}
 
 
@@ -100,3 +123,92 @@ def test_decompression_bombs_are_refused_by_pixel_count(settings):
     settings.INGEST_MAX_IMAGE_PIXELS = 1000
     found, _ = reasons_of(f.event(images=[f.inline_image(data=f.png_bytes(size=(100, 100)))]))
     assert found == {("listing.images[0].data", "image_too_large")}
+
+
+NUL_MESSAGE = "the value contains a NUL character (U+0000), which cannot be stored"
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (lambda: f.event(title="Pistol\x00 for sale"), {("listing.title", "unstorable_text")}),
+        (
+            lambda: f.event(description="cash \ud800 only"),
+            {("listing.description", "unstorable_text")},
+        ),
+        (
+            lambda: f.event(reason_codes=["weapon", "weapon\x00keyword"]),
+            {("detection.reason_codes[1]", "unstorable_text")},
+        ),
+        (
+            lambda: f.event(scores={"fire\x00arms": 0.9}),
+            {
+                ("detection.scores.fire\\u0000arms", "unstorable_text"),
+                ("detection.scores", "unknown_policy"),
+            },
+        ),
+        (
+            lambda: f.event(modality_scores={"text": {"firearms\udfff": 0.9}}),
+            {
+                ("detection.modality_scores.text.firearms\\udfff", "unstorable_text"),
+                ("detection.modality_scores.text", "unknown_policy"),
+            },
+        ),
+        (
+            lambda: f.event(images=[f.inline_image("img\x00-1")]),
+            {("listing.images[0].id", "unstorable_text"), ("listing.images[0].id", "bad_format")},
+        ),
+        (
+            lambda: f.event(
+                images=[
+                    {
+                        "id": "a",
+                        "url": "https://images.marketplace.example/a\x00.jpg",
+                        "sha256": "0" * 64,
+                    }
+                ]
+            ),
+            {("listing.images[0].url", "unstorable_text")},
+        ),
+        (
+            lambda: f.mutate(f.event(), "listing.x\x00", "y"),
+            {("listing.x\\u0000", "unstorable_text"), ("listing", "unknown_field")},
+        ),
+    ],
+    ids=[
+        "title",
+        "description-surrogate",
+        "reason-code",
+        "scores-key",
+        "modality-key-surrogate",
+        "image-id",
+        "image-url",
+        "unknown-key",
+    ],
+)
+def test_text_the_database_cannot_store_is_rejected_wherever_it_is(settings, event, expected):
+    settings.IMAGE_HOST_ALLOWLIST = ["images.marketplace.example"]
+    found, reasons = reasons_of(event())
+    assert found == expected, reasons
+    # Every reason is itself storable: the path names an offending key by its escape.
+    assert all("\x00" not in r.field + r.message for r in reasons)
+
+
+def test_an_unstorable_reason_says_what_it_found():
+    _, reasons = reasons_of(f.event(title="a\x00b", description="c\ud83dd"))
+    assert [r.as_dict() for r in reasons] == [
+        {"field": "listing.title", "code": "unstorable_text", "message": NUL_MESSAGE},
+        {
+            "field": "listing.description",
+            "code": "unstorable_text",
+            "message": "the value contains a lone surrogate (U+D83D), which cannot be stored",
+        },
+    ]
+
+
+def test_storable_text_outside_ascii_is_accepted():
+    valid, reasons = validate_event(
+        f.event(title="Pistolet à eau 水枪 🔫", description="Ключ\tтаб\nстрока")
+    )
+    assert reasons == []
+    assert valid.payload["listing"]["title"] == "Pistolet à eau 水枪 🔫"

@@ -44,9 +44,14 @@ def store(request):
 
 
 def _breaker(store, clock, **overrides) -> CircuitBreaker:
-    values = dict(
-        name="llm", store=store, failure_threshold=3, window_s=10, cooldown_s=5, clock=clock
-    )
+    values = {
+        "name": "llm",
+        "store": store,
+        "failure_threshold": 3,
+        "window_s": 10,
+        "cooldown_s": 5,
+        "clock": clock,
+    }
     values.update(overrides)
     return CircuitBreaker(**values)
 
@@ -56,7 +61,8 @@ def test_opens_after_consecutive_failures(store):
     breaker = _breaker(store, clock)
     for _ in range(2):
         breaker.record_failure()
-        assert breaker.state() == "closed" and breaker.allow()
+        assert breaker.state() == "closed"
+        assert breaker.allow()
     breaker.record_failure()
     assert breaker.state() == "open"
     assert breaker.allow() is False
@@ -98,7 +104,8 @@ def test_half_open_lets_one_probe_through(store):
     assert breaker.allow() is False  # a second caller while the probe is out
     breaker.record_success()
     assert breaker.state() == "closed"
-    assert breaker.allow() and breaker.allow()
+    assert breaker.allow()
+    assert breaker.allow()
 
 
 def test_failed_probe_opens_again_for_a_full_cooldown(store):

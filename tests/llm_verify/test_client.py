@@ -22,16 +22,16 @@ from llm_verify.prompt import PROMPT_VERSION
 
 
 def _config(server, **overrides) -> VerdictClientConfig:
-    values = dict(
-        base_url=server.base_url,
-        model="test-model",
-        api_key="sk-test",
-        connect_timeout_s=1.0,
-        read_timeout_s=2.0,
-        deadline_s=10.0,
-        backoff_s=0.01,
-        max_backoff_s=0.02,
-    )
+    values = {
+        "base_url": server.base_url,
+        "model": "test-model",
+        "api_key": "sk-test",
+        "connect_timeout_s": 1.0,
+        "read_timeout_s": 2.0,
+        "deadline_s": 10.0,
+        "backoff_s": 0.01,
+        "max_backoff_s": 0.02,
+    }
     values.update(overrides)
     return VerdictClientConfig(**values)
 
@@ -87,13 +87,14 @@ def test_llama_cpp_form_sends_a_grammar_friendly_schema(fake_llm, context):
     response_format = fake_llm.requests[0]["response_format"]
     assert response_format["type"] == "json_object"
     schema = response_format["schema"]
-    violation, cleared, uncertain = schema["anyOf"]
+    violation, cleared, _uncertain = schema["anyOf"]
     assert violation["properties"]["recommended_action"]["enum"] == ["remove", "warn"]
     assert cleared["properties"]["policy"] == {"type": "null"}
     steps = violation["properties"]["confidence"]["enum"]
     assert (len(steps), steps[0], steps[1], steps[-1]) == (21, 0.0, 0.05, 1.0)
     text = json.dumps(schema)
-    assert "maxLength" not in text and "minLength" not in text  # slow in a grammar
+    assert "maxLength" not in text
+    assert "minLength" not in text
     assert '"enum": ["case-1042", "case-877"]' in text
 
 
@@ -202,7 +203,8 @@ def test_5xx_is_retried(fake_llm, context):
     result = _client(fake_llm, sleeps=sleeps).verify(context)
     assert result.status == "ok"
     assert result.attempts == 3
-    assert len(sleeps) == 2 and all(0 < s <= 0.02 for s in sleeps)
+    assert len(sleeps) == 2
+    assert all(0 < s <= 0.02 for s in sleeps)
 
 
 def test_5xx_until_attempts_run_out(fake_llm, context):
@@ -351,13 +353,13 @@ def test_factory_shares_the_breaker_through_redis(fake_llm, context):
         pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
     prefix = f"test:llm_factory:{uuid.uuid4().hex}:"
     fake_llm.script(Reply.error(503))
-    options = dict(
-        redis_url="redis://127.0.0.1:6379/0",
-        breaker_prefix=prefix,
-        failure_threshold=2,
-        cooldown_s=30,
-        max_transport_attempts=1,
-    )
+    options = {
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "breaker_prefix": prefix,
+        "failure_threshold": 2,
+        "cooldown_s": 30,
+        "max_transport_attempts": 1,
+    }
     worker_a = make_verdict_client(fake_llm.base_url, "m", **options)
     worker_b = make_verdict_client(fake_llm.base_url, "m", **options)
     assert worker_a.verify(context).status == "unavailable"
@@ -372,7 +374,7 @@ def test_factory_shares_the_breaker_through_redis(fake_llm, context):
 
 
 def test_factory_needs_an_endpoint():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs both a base URL and a model name"):
         make_verdict_client("", "m")
 
 

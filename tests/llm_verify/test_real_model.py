@@ -64,7 +64,8 @@ def test_real_model_gives_a_verdict_that_parses_and_cites_the_context(client, lo
     assert problems == []
     jsonschema.validate(json.loads(result.raw_response), verdict_json_schema())
     assert validate_against_context(verdict, EXAMPLE_CONTEXT) == []
-    assert result.prompt_tokens > 0 and result.completion_tokens > 0
+    assert result.prompt_tokens > 0
+    assert result.completion_tokens > 0
     assert result.estimated_cost == 0.0
     assert result.latency_ms > 0
 

@@ -112,7 +112,8 @@ def test_listing_segments_split_sentences_and_cut_long_ones():
     long_sentence = " ".join(f"word{n:02d}" for n in range(45))  # 314 characters, no break
     listing = {
         "title": "Bike",
-        "description": f"Blue bike! Barely used? Yes.\n\nPick up only; no shipping. {long_sentence}",
+        "description": "Blue bike! Barely used? Yes.\n\n"
+        f"Pick up only; no shipping. {long_sentence}",
     }
     segments = listing_segments(listing)
     assert segments[:5] == ["Bike", "Blue bike!", "Barely used?", "Yes.", "Pick up only;"]

@@ -1,4 +1,4 @@
-from detection.services import events_ingest
+from reviews.cases.intake import detections_ingest as events_ingest
 from reviews.models import Case
 from tests import factories as f
 

@@ -3,49 +3,67 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from reviews import services
-from reviews.models import AppendOnlyError, AuditEvent, Case, Decision, Enforcement
+from moderation_portal.core.models import AppendOnlyError, AuditEvent
+from reviews.cases import claims
+from reviews.models import Case, Decision, Enforcement
 from tests.conftest import api_client_for
 from tests.reviews.helpers import open_cases
 
 
 @pytest.mark.django_db
 def test_claim_next_gives_the_highest_priority_case_under_a_lease(moderator):
-    low, high, trafficking = open_cases(0.55, 0.69) + open_cases(0.6, policy="human_trafficking")
+    _low, _high, trafficking = open_cases(0.55, 0.69) + open_cases(0.6, policy="human_trafficking")
     client = api_client_for(moderator)
     response = client.post("/api/v1/cases/claim-next/", {}, format="json")
     assert response.status_code == 200
     body = response.json()
     # human trafficking: severity 5 with a 1-hour SLA comes before firearms' 4 hours
     assert body["id"] == trafficking.id
-    assert body["state"] == "claimed" and body["claim"]["claimed_by"] == moderator.username
+    assert body["state"] == "claimed"
+    assert body["claim"]["claimed_by"] == moderator.username
     trafficking.refresh_from_db()
     assert trafficking.lease_expires_at > timezone.now() + timedelta(seconds=200)
     # the same moderator asking again gets the case they hold, not a second one
-    assert client.post("/api/v1/cases/claim-next/", {}, format="json").json()["id"] == trafficking.id
-    assert AuditEvent.objects.filter(action="case_claimed", object_id=str(trafficking.id)).count() == 1
+    assert (
+        client.post("/api/v1/cases/claim-next/", {}, format="json").json()["id"] == trafficking.id
+    )
+    assert (
+        AuditEvent.objects.filter(action="case_claimed", object_id=str(trafficking.id)).count() == 1
+    )
 
 
 @pytest.mark.django_db
 def test_higher_score_first_within_a_policy_and_queue_filters(moderator):
-    a, b = open_cases(0.55, 0.69)
+    _a, b = open_cases(0.55, 0.69)
     drugs = open_cases(0.9, policy="drugs")[0]
     client = api_client_for(moderator)
-    assert client.post("/api/v1/cases/claim-next/", {"queue": "high-harm"}, format="json").json()["id"] == b.id
+    assert (
+        client.post("/api/v1/cases/claim-next/", {"queue": "high-harm"}, format="json").json()["id"]
+        == b.id
+    )
     client2 = api_client_for(moderator)
-    services.case_release(case=b, user=moderator)
-    assert client2.post("/api/v1/cases/claim-next/", {"queue": "drugs"}, format="json").json()["id"] == drugs.id
+    claims.case_release(case=b, user=moderator)
+    assert (
+        client2.post("/api/v1/cases/claim-next/", {"queue": "drugs"}, format="json").json()["id"]
+        == drugs.id
+    )
 
 
 @pytest.mark.django_db
 def test_no_case_gives_204(moderator):
-    assert api_client_for(moderator).post("/api/v1/cases/claim-next/", {}, format="json").status_code == 204
+    assert (
+        api_client_for(moderator).post("/api/v1/cases/claim-next/", {}, format="json").status_code
+        == 204
+    )
 
 
 @pytest.mark.django_db
 def test_unknown_queue_is_404(moderator):
-    response = api_client_for(moderator).post("/api/v1/cases/claim-next/", {"queue": "nope"}, format="json")
-    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    response = api_client_for(moderator).post(
+        "/api/v1/cases/claim-next/", {"queue": "nope"}, format="json"
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.django_db
@@ -61,12 +79,21 @@ def test_two_moderators_get_different_cases(moderator, moderator2):
 def test_decision_needs_the_lease(moderator, moderator2):
     (case,) = open_cases(0.6)
     api_client_for(moderator).post("/api/v1/cases/claim-next/")
-    payload = {"verdict": "violation", "policy": "firearms", "action": "remove", "notes": "real pistol"}
-    response = api_client_for(moderator2).post(f"/api/v1/cases/{case.id}/decision/", payload, format="json")
-    assert response.status_code == 409 and response.json()["error"]["code"] == "lease_not_held"
+    payload = {
+        "verdict": "violation",
+        "policy": "firearms",
+        "action": "remove",
+        "notes": "real pistol",
+    }
+    response = api_client_for(moderator2).post(
+        f"/api/v1/cases/{case.id}/decision/", payload, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "lease_not_held"
     assert Decision.objects.count() == 0
     case.refresh_from_db()
-    assert case.state == "claimed" and case.claimed_by == moderator
+    assert case.state == "claimed"
+    assert case.claimed_by == moderator
 
 
 @pytest.mark.django_db
@@ -75,8 +102,13 @@ def test_an_expired_lease_cannot_decide_and_goes_back_to_the_queue(moderator, mo
     api_client_for(moderator).post("/api/v1/cases/claim-next/")
     Case.objects.filter(id=case.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     payload = {"verdict": "no_violation", "action": "none"}
-    assert api_client_for(moderator).post(f"/api/v1/cases/{case.id}/decision/", payload, format="json").status_code == 409
-    assert services.leases_release_expired() == 1
+    assert (
+        api_client_for(moderator)
+        .post(f"/api/v1/cases/{case.id}/decision/", payload, format="json")
+        .status_code
+        == 409
+    )
+    assert claims.leases_release_expired() == 1
     assert api_client_for(moderator2).post("/api/v1/cases/claim-next/").json()["id"] == case.id
     assert AuditEvent.objects.filter(action="lease_expired", object_id=str(case.id)).exists()
 
@@ -86,23 +118,40 @@ def test_a_decision_is_recorded_audited_and_enforced(moderator):
     (case,) = open_cases(0.6)
     client = api_client_for(moderator)
     client.post("/api/v1/cases/claim-next/")
-    payload = {"verdict": "violation", "policy": "firearms", "action": "remove", "notes": "<b>pistol</b>", "time_on_case_ms": 4200}
+    payload = {
+        "verdict": "violation",
+        "policy": "firearms",
+        "action": "remove",
+        "notes": "<b>pistol</b>",
+        "time_on_case_ms": 4200,
+    }
     response = client.post(f"/api/v1/cases/{case.id}/decision/", payload, format="json")
     assert response.status_code == 201
     body = response.json()
-    assert (body["verdict"], body["policy"], body["action"], body["source"], body["decided_by"]) == (
-        "violation", "firearms", "remove", "human", moderator.username)
-    assert body["ladder_version"] == 1 and body["time_on_case_ms"] == 4200
+    assert (
+        body["verdict"],
+        body["policy"],
+        body["action"],
+        body["source"],
+        body["decided_by"],
+    ) == ("violation", "firearms", "remove", "human", moderator.username)
+    assert body["ladder_version"] == 1
+    assert body["time_on_case_ms"] == 4200
     case.refresh_from_db()
-    assert case.state == "decided" and case.claimed_by is None
+    assert case.state == "decided"
+    assert case.claimed_by is None
     decision = Decision.objects.get(case=case)
-    assert Enforcement.objects.get(decision=decision).action == "remove"
+    assert Enforcement.objects.get(decision=decision).action == "remove_listing"
     audit = AuditEvent.objects.get(action="decision_recorded", object_id=str(case.id))
-    assert audit.actor == moderator and audit.trace_id == case.trace_id and audit.data["decision_id"] == decision.id
+    assert audit.actor == moderator
+    assert audit.trace_id == case.trace_id
+    assert audit.data["decision_id"] == decision.id
     detail = client.get(f"/api/v1/cases/{case.id}/").json()
     assert detail["decisions"][0]["notes"] == "<b>pistol</b>"
     # deciding twice is refused: the lease is gone
-    assert client.post(f"/api/v1/cases/{case.id}/decision/", payload, format="json").status_code == 409
+    assert (
+        client.post(f"/api/v1/cases/{case.id}/decision/", payload, format="json").status_code == 409
+    )
 
 
 @pytest.mark.django_db
@@ -125,7 +174,8 @@ def test_bad_decisions_are_400_and_change_nothing(moderator, payload, field):
     assert response.status_code == 400
     assert field in response.json()["error"]["details"]
     case.refresh_from_db()
-    assert case.state == "claimed" and Decision.objects.count() == 0
+    assert case.state == "claimed"
+    assert Decision.objects.count() == 0
 
 
 @pytest.mark.django_db
@@ -133,8 +183,13 @@ def test_no_violation_records_no_enforcement(moderator):
     (case,) = open_cases(0.6)
     client = api_client_for(moderator)
     client.post("/api/v1/cases/claim-next/")
-    client.post(f"/api/v1/cases/{case.id}/decision/", {"verdict": "no_violation", "action": "none"}, format="json")
-    assert Decision.objects.get().policy is None and Enforcement.objects.count() == 0
+    client.post(
+        f"/api/v1/cases/{case.id}/decision/",
+        {"verdict": "no_violation", "action": "none"},
+        format="json",
+    )
+    assert Decision.objects.get().policy is None
+    assert Enforcement.objects.count() == 0
 
 
 @pytest.mark.django_db
@@ -152,10 +207,18 @@ def test_decisions_and_audit_events_are_append_only(moderator):
     with pytest.raises(AppendOnlyError):
         AuditEvent.objects.all().delete()
     if connection.vendor == "postgresql":
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cur:
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cur,
+        ):
             cur.execute("UPDATE reviews_decision SET notes = 'x' WHERE id = %s", [decision.id])
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cur:
-            cur.execute("DELETE FROM reviews_auditevent")
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cur,
+        ):
+            cur.execute("DELETE FROM core_auditevent")
     assert Decision.objects.get(id=decision.id).notes != "x"
 
 

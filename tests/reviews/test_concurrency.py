@@ -6,13 +6,15 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import close_old_connections, connection
 
-from detection.services import events_ingest
-from reviews import services
+from reviews.cases import claims
+from reviews.cases.intake import detections_ingest as events_ingest
+from reviews.decisions.services import DecisionSpec
 from reviews.models import Case
 from tests import factories as f
 
 pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="row locks and SKIP LOCKED are PostgreSQL's; the suite runs on it"
+    connection.vendor != "postgresql",
+    reason="row locks and SKIP LOCKED are PostgreSQL's; the suite runs on it",
 )
 
 
@@ -50,9 +52,10 @@ def test_many_concurrent_claimers_never_share_a_case():
         u.groups.add(group)
         users.append(u)
 
-    claimed = run_threads(40, lambda i: getattr(services.case_claim_next(user=users[i]), "id", None))
+    claimed = run_threads(40, lambda i: getattr(claims.case_claim_next(user=users[i]), "id", None))
     got = [c for c in claimed if c is not None]
-    assert len(got) == 30 and len(set(got)) == 30, "a case was handed out twice or one was stranded"
+    assert len(got) == 30, "a case was handed out twice or one was stranded"
+    assert len(set(got)) == 30, "a case was handed out twice or one was stranded"
     assert claimed.count(None) == 10
     assert Case.objects.filter(state="claimed").count() == 30
     owners = dict(Case.objects.filter(state="claimed").values_list("id", "claimed_by_id"))
@@ -71,21 +74,27 @@ def test_fifty_claimers_working_a_queue_decide_every_case_exactly_once():
 
     def work(i):
         done = []
-        while (case := services.case_claim_next(user=users[i])) is not None:
-            services.decision_record(case=case, user=users[i],
-                                     data=services.DecisionInput(verdict="no_violation", policy=None, action="none"))
+        while (case := claims.case_claim_next(user=users[i])) is not None:
+            claims.case_decide(
+                case=case,
+                user=users[i],
+                spec=DecisionSpec(verdict="no_violation", policy=None, action="none"),
+            )
             done.append(case.id)
         return done
 
     per_worker = run_threads(50, work)
     decided = [c for done in per_worker for c in done]
-    assert len(decided) == 150 and len(set(decided)) == 150, "a case was handed out twice"
+    assert len(decided) == 150, "a case was handed out twice"
+    assert len(set(decided)) == 150, "a case was handed out twice"
     assert Case.objects.exclude(state="decided").count() == 0, "a case was stranded"
     from django.db.models import Count
 
     from reviews.models import Decision
 
-    assert set(Decision.objects.values("case").annotate(n=Count("id")).values_list("n", flat=True)) == {1}
+    assert set(
+        Decision.objects.values("case").annotate(n=Count("id")).values_list("n", flat=True)
+    ) == {1}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -100,8 +109,11 @@ def test_the_same_event_from_two_workers_at_once_makes_one_case():
 def test_overlapping_batches_from_concurrent_workers():
     shared = [f.event(seller=f"seller-{i % 3}") for i in range(20)]
     own = [[f.event(seller=f"seller-{i % 3}") for i in range(10)] for _ in range(4)]
-    results = run_threads(4, lambda i: [o.status for o in events_ingest(events=shared + own[i], source="celery")])
+    results = run_threads(
+        4, lambda i: [o.status for o in events_ingest(events=shared + own[i], source="celery")]
+    )
     accepted = sum(r.count("accepted") for r in results)
     duplicates = sum(r.count("duplicate") for r in results)
-    assert accepted == 20 + 40 and duplicates == 3 * 20
+    assert accepted == 20 + 40
+    assert duplicates == 3 * 20
     assert Case.objects.count() == 60

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from moderation_portal.roles import PERSON_ROLES
+from moderation_portal.core.access import PERSON_ROLES
 
 
 class Command(BaseCommand):
@@ -16,7 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--role", action="append", required=True, choices=PERSON_ROLES)
         parser.add_argument("--password-stdin", action="store_true", required=True)
-        parser.add_argument("--skip-password-check", action="store_true", help="for demo accounts only")
+        parser.add_argument(
+            "--skip-password-check", action="store_true", help="for demo accounts only"
+        )
 
     @transaction.atomic
     def handle(self, *args, username, role, password_stdin, skip_password_check=False, **options):
@@ -33,4 +35,6 @@ class Command(BaseCommand):
         user.is_active = True
         user.save()
         user.groups.set(Group.objects.filter(name__in=role))
-        self.stdout.write(f"{'created' if created else 'updated'} {username} with role(s) {', '.join(role)}")
+        self.stdout.write(
+            f"{'created' if created else 'updated'} {username} with role(s) {', '.join(role)}"
+        )

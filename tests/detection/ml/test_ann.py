@@ -57,12 +57,14 @@ def test_recall_at_10_on_held_out_queries_is_high(data, artifact):
 def test_manifest_records_what_the_build_was(artifact):
     manifest = json.loads((artifact.path / "manifest.json").read_text())
     assert manifest == artifact.manifest
-    assert manifest["size"] == N and manifest["dim"] == DIM
+    assert manifest["size"] == N
+    assert manifest["dim"] == DIM
     assert manifest["params"] == {"M": 16, "ef_construction": 64, "ef_search": 48}
     assert manifest["metric"] == "inner_product"
     assert manifest["build_seconds"] > 0
     assert manifest["memory_bytes"] > N * DIM * 4  # the vectors plus the graph
-    assert manifest["recall_at_10"] >= 0.95 and manifest["recall_queries"] == 200
+    assert manifest["recall_at_10"] >= 0.95
+    assert manifest["recall_queries"] == 200
     assert manifest["recall_method"].startswith("sampled vectors held out")
     assert set(manifest["files"]) == {"index.faiss", "ids.npy"}
     assert artifact.path.name == manifest["version"]
@@ -92,7 +94,8 @@ def test_artifacts_are_never_overwritten(data, artifact, tmp_path):
     with pytest.raises(FileExistsError):
         build_index(vectors[:100], np.arange(100), root, version=artifact.version)
     second = build_index(vectors[:500], np.arange(500), root)
-    assert second.path != artifact.path and second.version != artifact.version
+    assert second.path != artifact.path
+    assert second.version != artifact.version
     assert load_index(artifact.path).size == N  # the first version is untouched
     assert [m["version"] for m in list_versions(root)] == [artifact.version, second.version]
     assert not os.access(artifact.path / "index.faiss", os.W_OK) or os.geteuid() == 0
@@ -115,7 +118,8 @@ def test_string_ids_and_short_results(tmp_path):
     art = build_index(vectors, [f"case-{i}" for i in range(5)], tmp_path)
     ids, sims = art.search(vectors[:1], 8)
     assert ids[0, 0] == "case-0"
-    assert list(ids[0, 5:]) == ["", "", ""] and np.isinf(sims[0, 5:]).all()
+    assert list(ids[0, 5:]) == ["", "", ""]
+    assert np.isinf(sims[0, 5:]).all()
     assert art.manifest["recall_at_10"] is None  # too small to hold any out
 
 

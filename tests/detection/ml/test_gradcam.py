@@ -82,8 +82,10 @@ def test_heatmap_peaks_on_the_patch_that_drives_the_score_and_follows_it():
     inputs = torch.stack([scene(red_at=at, seed=i) for i, at in enumerate(placements.values())])
     maps, logits = grad_cam(model, model.features[2], inputs, 1, return_outputs=True)
 
-    assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32
-    assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+    assert maps.shape == (4, SIZE, SIZE)
+    assert maps.dtype == np.float32
+    assert float(maps.min()) >= 0.0
+    assert float(maps.max()) <= 1.0
     assert [quadrant(m) for m in maps] == list(placements)
     for m, (y, x) in zip(maps, placements.values(), strict=True):
         inside = m[y : y + 12, x : x + 12].mean()
@@ -115,7 +117,8 @@ def test_the_model_is_left_as_it_was():
     model = RedPatchDetector().train()
     before = [p.requires_grad for p in model.parameters()]
     grad_cam(model, model.features[2], scene(red_at=(0, 0))[None], 1)
-    assert model.training and [p.requires_grad for p in model.parameters()] == before
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()] == before
     assert not model.features[2]._forward_hooks
 
 
@@ -144,7 +147,8 @@ def test_overlay_is_a_png_of_the_photo_size_with_heat_where_the_map_is():
 )
 def test_open_clip_towers_with_random_weights_give_maps_of_the_right_shape(architecture, grid):
     model = ImageModel(ModelConfig(architecture=architecture, batch_size=2))
-    assert model.is_random_init and "random" in model.label
+    assert model.is_random_init
+    assert "random" in model.label
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((len(POLICY_CODES), model.embed_dim)).astype(np.float32)
     model.heads = PolicyHeads(POLICY_CODES, weight, np.zeros(len(POLICY_CODES)))
@@ -156,8 +160,10 @@ def test_open_clip_towers_with_random_weights_give_maps_of_the_right_shape(archi
     maps = policy_heatmaps(model, photos, "firearms")  # 3 images in batches of 2
     assert len(maps) == 3
     for photo, heat in zip(photos, maps, strict=True):
-        assert heat.cam.shape == (224, 224) and heat.cam.dtype == np.float32
-        assert 0.0 <= float(heat.cam.min()) and float(heat.cam.max()) <= 1.0
+        assert heat.cam.shape == (224, 224)
+        assert heat.cam.dtype == np.float32
+        assert float(heat.cam.min()) >= 0.0
+        assert float(heat.cam.max()) <= 1.0
         assert 0.0 < heat.probability < 1.0
         assert heat.model_version == model.version
         assert Image.open(io.BytesIO(heat.overlay_png)).size == photo.size

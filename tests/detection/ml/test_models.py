@@ -61,8 +61,10 @@ def test_config_from_json_resolves_paths_and_rejects_unknown_keys(tmp_path):
         )
     )
     cfg = ModelConfig.from_json(tmp_path / "model.json")
-    assert cfg.weights_path == str(tmp_path / "tower.pt") and cfg.heads_path == "/abs/heads.npz"
-    assert cfg.device == "auto" and cfg.batch_size == 16
+    assert cfg.weights_path == str(tmp_path / "tower.pt")
+    assert cfg.heads_path == "/abs/heads.npz"
+    assert cfg.device == "auto"
+    assert cfg.batch_size == 16
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({"architecture": "RN50", "weights": "x"})
     assert "random" in ModelConfig(architecture="RN50").display_label
@@ -83,7 +85,8 @@ def test_fit_heads_separates_and_round_trips(tmp_path):
     ).mean()
     assert accuracy > 0.9
     loaded = PolicyHeads.load(heads.save(tmp_path / "heads.npz"))
-    assert loaded.policies == heads.policies and loaded.meta == heads.meta
+    assert loaded.policies == heads.policies
+    assert loaded.meta == heads.meta
     np.testing.assert_allclose(loaded.probabilities(x), probs, rtol=1e-6)
     torch.save(
         {
@@ -122,17 +125,21 @@ def demo_model(tmp_path_factory):
 def test_demo_weights_are_files_a_config_names_and_say_what_they_are(demo_model):
     model, out = demo_model
     data = json.loads((out / "model.json").read_text())
-    assert data["weights_path"] == "tower.pt" and data["heads_path"] == "heads.npz"
+    assert data["weights_path"] == "tower.pt"
+    assert data["heads_path"] == "heads.npz"
     assert data["architecture"] == "RN50"
-    assert "Demo weights, built locally" in model.label and "Not a trained detector" in model.label
-    assert not model.is_random_init and model.version.startswith("demo-1+")
+    assert "Demo weights, built locally" in model.label
+    assert "Not a trained detector" in model.label
+    assert not model.is_random_init
+    assert model.version.startswith("demo-1+")
     assert model.policies == POLICY_CODES
     # The tower really is the saved file: a second load embeds identically.
     photo = render_listing_image("drugs", seed=9).image
     again = load_model(out / "model.json")
     np.testing.assert_allclose(again.embed_images([photo]), model.embed_images([photo]), atol=1e-6)
     scores = model.score([photo])[0]
-    assert set(scores) == set(POLICY_CODES) and all(0 <= v <= 1 for v in scores.values())
+    assert set(scores) == set(POLICY_CODES)
+    assert all(0 <= v <= 1 for v in scores.values())
 
 
 def test_demo_heatmaps_point_at_the_object_more_often_than_not(demo_model):

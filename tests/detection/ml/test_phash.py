@@ -53,7 +53,9 @@ def matcher(known_bad):
 def test_the_same_bytes_match_exactly(known_bad, matcher):
     data = png_bytes(known_bad["bad-7"])
     matches = matcher.match(fingerprint_bytes(data))
-    assert matches[0].ref_id == "bad-7" and matches[0].kind == "exact" and matches[0].distance == 0
+    assert matches[0].ref_id == "bad-7"
+    assert matches[0].kind == "exact"
+    assert matches[0].distance == 0
     assert [m.ref_id for m in matches].count("bad-7") == 1  # not listed again as a near match
 
 
@@ -85,7 +87,8 @@ def test_edited_copies_of_a_known_bad_image_match_it(known_bad, matcher, ref, ed
     data = jpeg_bytes(copy, 40) if "jpeg" in edit else png_bytes(copy)
     matches = matcher.match(fingerprint_bytes(data))
     assert matches, f"{edit} copy of {ref} matched nothing"
-    assert matches[0].ref_id == ref and matches[0].kind == "near"
+    assert matches[0].ref_id == ref
+    assert matches[0].kind == "near"
     assert matches[0].distance <= PHASH_MATCH_THRESHOLD
 
 
@@ -100,7 +103,8 @@ def test_different_images_do_not_match(matcher):
 def test_hamming_and_signed_storage_round_trip():
     a, b = 0xFFFF_0000_0000_0001, 0x0000_0000_0000_0003
     assert hamming(a, b) == 17
-    assert to_signed64(a) < 0 and from_signed64(to_signed64(a)) == a
+    assert to_signed64(a) < 0
+    assert from_signed64(to_signed64(a)) == a
     assert from_signed64(to_signed64(b)) == b
     m = HashMatcher([("x", "", to_signed64(a))])  # signed values from a database work too
     assert m.distances(b).tolist() == [17]

@@ -29,6 +29,7 @@ def test_close_meanings_are_closer_than_unrelated_ones():
 def test_embeddings_are_normalised_and_batched():
     texts = [f"listing number {i}" for i in range(70)]  # more than one batch of 64
     vectors = embed_texts(texts)
-    assert vectors.shape == (70, EMBED_DIM) and vectors.dtype == np.float32
+    assert vectors.shape == (70, EMBED_DIM)
+    assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embed_texts([]).shape == (0, EMBED_DIM)

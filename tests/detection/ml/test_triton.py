@@ -4,6 +4,7 @@ The server runs from its own venv (.venv-triton; create it with scripts/triton/s
 a subprocess on free loopback ports, serving scripts/triton/embedder_model.py.
 """
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -90,10 +91,9 @@ def triton_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-        try:  # tritonserver is its child, in the same new session
+        # tritonserver is its child, in the same new session
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def photos():
@@ -112,7 +112,8 @@ def test_embeddings_come_from_the_served_model(triton_server, protocol):
         vectors = embedder.embed_images(images)  # 5 images in 3 requests
         expected = reference.embed(embedder.preprocess(images))
         again = embedder.embed_images(images[:1])
-    assert vectors.shape == (5, 512) and vectors.dtype == np.float32
+    assert vectors.shape == (5, 512)
+    assert vectors.dtype == np.float32
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # The model is a function of the picture: the same photo gives the same vector.
@@ -126,7 +127,8 @@ def test_a_model_the_server_does_not_have_is_a_permanent_error(triton_server, pr
     embedder = TritonEmbedder(TritonConfig(url=triton_server[protocol], model_name="no_such_model"))
     with pytest.raises(TritonUnavailable) as info:
         embedder.check_ready()
-    assert info.value.permanent and "no_such_model" in str(info.value)
+    assert info.value.permanent
+    assert "no_such_model" in str(info.value)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -134,7 +136,8 @@ def test_an_input_the_model_rejects_is_a_permanent_error(triton_server, protocol
     embedder = TritonEmbedder(TritonConfig(url=triton_server[protocol], image_size=100))
     with pytest.raises(TritonUnavailable) as info:
         embedder.embed_images(photos()[:1])
-    assert info.value.permanent and "shape" in str(info.value)
+    assert info.value.permanent
+    assert "shape" in str(info.value)
 
 
 @pytest.mark.parametrize("scheme", ["http", "grpc"])
@@ -145,7 +148,8 @@ def test_a_server_that_is_down_fails_fast_and_can_be_retried(scheme):
     with pytest.raises(TritonUnavailable) as info:
         embedder.check_ready()
     assert time.monotonic() - started < 1.5
-    assert not info.value.permanent and info.value.retryable
+    assert not info.value.permanent
+    assert info.value.retryable
     assert url in str(info.value)
     with pytest.raises(TritonUnavailable) as info:
         embedder.embed_images(photos()[:1])

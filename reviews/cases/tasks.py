@@ -1,0 +1,20 @@
+from celery import shared_task
+
+from reviews.cases.claims import leases_release_expired
+from reviews.cases.verification import llm_run_for_case
+
+
+@shared_task(name="reviews.release_expired_leases_task")
+def release_expired_leases_task() -> int:
+    return leases_release_expired()
+
+
+@shared_task(
+    name="reviews.llm_verify_case_task", acks_late=True, soft_time_limit=240, time_limit=300
+)
+def llm_verify_case_task(case_id: int) -> str | None:
+    """Verify a medium-confidence case with the LLM (safe to run twice: it
+    claims the case first).
+    """
+    verdict = llm_run_for_case(case_id=case_id)
+    return verdict.status if verdict else None

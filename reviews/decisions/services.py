@@ -1,0 +1,173 @@
+"""The one writer of decisions, whatever their source: automatic, human, LLM-verified, QA
+correction or appeal. Every decision gets, in the same transaction and through the same path,
+its enforcement rows (reversing what a superseded decision enforced), its `decision_recorded`
+audit row and its QA sample; after commit, a violation a person confirmed becomes a reference
+for similar flags, and open pages refresh.
+
+Callers move their own row's state (a case's lease, a QA sample) in the same transaction.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from detection.tasks import reference_add_task
+from moderation_portal.core import live
+from moderation_portal.core.audit import SYSTEM, AuditAction, audit_event
+from moderation_portal.core.models import AuditEvent
+from reviews.cases.models import Case
+from reviews.decisions.models import Decision
+from reviews.enforcement.models import Enforcement
+from reviews.enforcement.services import enforcements_for, standing_enforcements
+from reviews.policies.models import LadderVersion
+from reviews.qa.sampling import qa_sample_for
+
+logger = logging.getLogger(__name__)
+
+MACHINE_SOURCES = frozenset({Decision.Source.AUTOMATIC, Decision.Source.LLM_VERIFIED})
+HUMAN_CONFIRMATIONS = frozenset(
+    {Decision.Source.HUMAN, Decision.Source.QA_CORRECTION, Decision.Source.APPEAL}
+)
+
+
+class DecisionRefused(ValueError):
+    """A decision the rules do not allow (e.g. a machine suspending an account)."""
+
+
+@dataclass(frozen=True)
+class DecisionSpec:
+    """What was decided, validated already (reviews.decisions.rules)."""
+
+    verdict: str
+    policy: str | None
+    action: str
+    notes: str = ""
+    time_on_case_ms: int | None = None
+
+
+@dataclass
+class NewDecision:
+    case: Case
+    source: str
+    spec: DecisionSpec
+    ladder: LadderVersion
+    user: object | None = None
+    label: str | None = None  # who decided when it was not a person ("system", "llm:<model>")
+    llm_verdict: object | None = None
+    supersedes: Decision | None = None
+    audit_data: dict = field(default_factory=dict)
+
+
+def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> list[Decision]:
+    """Record decisions with all their side effects (see the module); the bulk path of ingest."""
+    if not new:
+        return []
+    now = now or timezone.now()
+    for item in new:
+        if item.source in MACHINE_SOURCES and item.spec.action == Decision.Action.SUSPEND:
+            raise DecisionRefused("suspending an account always needs a person")
+        if item.source not in MACHINE_SOURCES and item.user is None:
+            raise DecisionRefused(f"a {item.source} decision needs the person who made it")
+    with transaction.atomic():
+        decisions = Decision.objects.bulk_create(
+            [
+                Decision(
+                    case=item.case,
+                    verdict=item.spec.verdict,
+                    policy_id=item.spec.policy,
+                    action=item.spec.action,
+                    notes=item.spec.notes,
+                    source=item.source,
+                    decided_by=item.user,
+                    ladder_version=item.ladder,
+                    time_on_case_ms=item.spec.time_on_case_ms,
+                    supersedes=item.supersedes,
+                    llm_verdict=item.llm_verdict,
+                    trace_id=item.case.trace_id,
+                    created_at=now,
+                )
+                for item in new
+            ]
+        )
+        outbox: list[Enforcement] = []
+        audits: list[AuditEvent] = []
+        for item, decision in zip(new, decisions, strict=True):
+            superseded = standing_enforcements(item.supersedes) if item.supersedes else []
+            outbox += enforcements_for(
+                decision, listing_id=item.case.listing_id, superseded=superseded
+            )
+            audits.append(
+                audit_event(
+                    action=AuditAction.DECISION_RECORDED,
+                    object_type="case",
+                    object_id=item.case.pk,
+                    actor=item.user,
+                    label=item.label or (None if item.user else SYSTEM),
+                    trace_id=item.case.trace_id,
+                    created_at=now,
+                    data={
+                        "decision_id": decision.pk,
+                        "source": decision.source,
+                        "verdict": decision.verdict,
+                        "policy": decision.policy_id,
+                        "action": decision.action,
+                        "ladder_version": item.ladder.version,
+                        "supersedes": item.supersedes.pk if item.supersedes else None,
+                        "time_on_case_ms": item.spec.time_on_case_ms,
+                        **item.audit_data,
+                    },
+                )
+            )
+        Enforcement.objects.bulk_create(outbox)
+        AuditEvent.objects.bulk_create(audits)
+        for item, decision in zip(new, decisions, strict=True):
+            qa_sample_for(decision=decision, case=item.case)
+            if (
+                decision.source != Decision.Source.AUTOMATIC
+            ):  # an automatic decision's case is brand new: no page is open
+                live.changed_on_commit(case_id=item.case.pk, what="decided")
+        confirmed = [
+            d
+            for d in decisions
+            if d.verdict == Decision.Verdict.VIOLATION and d.source in HUMAN_CONFIRMATIONS
+        ]
+        if confirmed:
+            transaction.on_commit(lambda: _references_add(confirmed))
+    return decisions
+
+
+def decision_record(**item) -> Decision:
+    """Record one decision (keyword arguments of NewDecision) with all its side effects."""
+    now = item.pop("now", None)
+    return decisions_record(new=[NewDecision(**item)], now=now)[0]
+
+
+def _references_add(decisions: list[Decision]) -> None:
+    """A violation confirmed by a person becomes a reference for similar
+    flags (detection's index).
+    """
+    for decision in decisions:
+        try:
+            reference_add_task.apply_async(
+                args=[
+                    decision.pk,
+                    decision.case_id,
+                    decision.case.detection_event_id,
+                    decision.policy_id,
+                    decision.action,
+                    decision.created_at.isoformat(),
+                ]
+            )
+        except Exception:
+            logger.warning(
+                "could not enqueue the reference embedding of decision %s",
+                decision.pk,
+                exc_info=True,
+            )
+
+
+def decision_latest(case: Case) -> Decision | None:
+    return Decision.objects.filter(case=case).order_by("-created_at", "-id").first()
