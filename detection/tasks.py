@@ -30,7 +30,8 @@ def enrich_event_task(event_id: int) -> None:
     time_limit=360,
 )
 def enrich_step_task(self, event_id: int, name: str) -> str:
-    from detection.evidence.enrichment import StepTransient, step_run
+    from detection.evidence.enrichment import step_run
+    from detection.evidence.vectors import StepTransient
 
     final = self.request.retries >= settings.ENRICH_MAX_RETRIES
     try:
@@ -50,8 +51,8 @@ def reference_add_task(
 ) -> int:
     from datetime import datetime
 
-    from detection.evidence.enrichment import StepUnavailable
     from detection.evidence.references import references_add_for_decision
+    from detection.evidence.vectors import StepUnavailable
 
     try:
         return references_add_for_decision(

@@ -19,7 +19,7 @@ def references_add_for_decision(
     *, decision_id: int, case_id: int, event_id: int, policy: str, action: str, decided_at: datetime
 ) -> int:
     """A confirmed violation: its listing's images become reference embeddings."""
-    from detection.evidence.enrichment import (
+    from detection.evidence.vectors import (
         combine,
         embedder,
         image_vectors,
@@ -63,7 +63,7 @@ def reference_index_build(
     *, activate: bool = False, model_version: str | None = None, actor=None
 ) -> ReferenceIndexVersion:
     """Build a new immutable index version over every reference embedding of the current model."""
-    from detection.evidence.enrichment import embedder, space_version
+    from detection.evidence.vectors import embedder, space_version
     from detection.ml.ann import build_index
 
     version_of_model = model_version or space_version(embedder())
@@ -157,7 +157,7 @@ def known_bad_import(*, entries: list[dict], source_name: str) -> dict:
     from django.core.files.storage import default_storage
     from PIL import Image
 
-    from detection.evidence.enrichment import (
+    from detection.evidence.vectors import (
         StepUnavailable,
         combine,
         embedder,

@@ -5,8 +5,8 @@ however many cases, images, heatmaps or neighbours."""
 
 from django.urls import reverse
 
-from detection.evidence.enrichment import model_description
 from detection.evidence.read_model import EventEvidence, evidence_for_events
+from detection.evidence.vectors import model_description
 from detection.models import ReferenceItem
 from llm_verify.models import LlmVerdict
 from reviews.cases.models import Case

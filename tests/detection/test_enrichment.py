@@ -229,7 +229,7 @@ def test_transient_failures_are_retried_then_recorded(
     with django_capture_on_commit_callbacks(execute=False):
         detections_ingest(events=[event], source="api")
     event_id = Case.objects.get(detection_event__event_id=event["event_id"]).detection_event_id
-    from detection.evidence.enrichment import StepTransient
+    from detection.evidence.vectors import StepTransient
 
     with pytest.raises(StepTransient):
         step_run(event_id=event_id, name="neighbours", final_attempt=False)

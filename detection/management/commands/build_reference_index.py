@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from detection.evidence.enrichment import StepUnavailable
 from detection.evidence.references import reference_index_build
+from detection.evidence.vectors import StepUnavailable
 
 
 class Command(BaseCommand):

@@ -122,8 +122,8 @@ class Command(BaseCommand):
         self.log(f"demo weights at {built} ({time.monotonic() - started:.0f} s)")
 
     def _bank_and_index(self) -> None:
-        from detection.evidence.enrichment import StepUnavailable
         from detection.evidence.references import known_bad_import, reference_index_build
+        from detection.evidence.vectors import StepUnavailable
         from detection.intake.simulator import known_bad_bank
 
         if not KnownBadImage.objects.exists():
