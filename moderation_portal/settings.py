@@ -180,9 +180,11 @@ CELERY_TASK_ROUTES = {
     "detection.enrich_*": {"queue": "enrich"},
     "detection.reference_*": {"queue": "enrich"},
     "reviews.llm_verify_case_task": {"queue": "llm"},
+    "reviews.deliver_enforcements_task": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "reviews.release_expired_leases_task", "schedule": 30.0},
+    "deliver-enforcements": {"task": "reviews.deliver_enforcements_task", "schedule": 5.0},
 }
 
 # --- the REST API ---------------------------------------------------------------------------
@@ -251,6 +253,31 @@ LLM_PROMPT_PRICE_PER_1K = envfloat("LLM_PROMPT_PRICE_PER_1K", 0.0)
 LLM_COMPLETION_PRICE_PER_1K = envfloat("LLM_COMPLETION_PRICE_PER_1K", 0.0)
 # When enrichment has not finished by then, the LLM verifies with what there is.
 LLM_WAIT_FOR_ENRICHMENT_SECONDS = envint("LLM_WAIT_FOR_ENRICHMENT_SECONDS", 120, minimum=0)
+
+# --- enforcement delivery to the marketplace (Standard Webhooks) -----------------------------
+ENFORCEMENT_WEBHOOK_URL = envurl("ENFORCEMENT_WEBHOOK_URL", schemes={"http", "https"})
+# One or more `whsec_` secrets (rotation); parsed when a delivery runs (webhooks.parse_secrets).
+ENFORCEMENT_WEBHOOK_SECRET = envstr("ENFORCEMENT_WEBHOOK_SECRET")
+
+
+def _retry_schedule(name: str, default: str) -> tuple[int, ...]:
+    """Seconds to wait before each attempt (the first is the first attempt's delay)."""
+    value = envstr(name, default) or default
+    try:
+        schedule = tuple(int(part) for part in value.split(","))
+    except ValueError as exc:
+        raise ImproperEnvironment(f"{name}={value!r} is not comma-separated seconds") from exc
+    if any(seconds < 0 for seconds in schedule):
+        raise ImproperEnvironment(f"{name}={value!r} has a negative delay")
+    return schedule
+
+
+ENFORCEMENT_RETRY_SCHEDULE = _retry_schedule(
+    "ENFORCEMENT_RETRY_SCHEDULE", "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+)
+ENFORCEMENT_CONNECT_TIMEOUT_SECONDS = envfloat("ENFORCEMENT_CONNECT_TIMEOUT_SECONDS", 5.0)
+ENFORCEMENT_READ_TIMEOUT_SECONDS = envfloat("ENFORCEMENT_READ_TIMEOUT_SECONDS", 10.0)
+APPEAL_WINDOW_DAYS = envint("APPEAL_WINDOW_DAYS", 184, minimum=1)
 
 # --- QA sampling ----------------------------------------------------------------------------
 QA_HUMAN_SAMPLE_RATE = envfloat("QA_HUMAN_SAMPLE_RATE", 0.02)

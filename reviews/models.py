@@ -3,7 +3,7 @@ from this module). New code imports from the sub-package that owns a model."""
 
 from reviews.cases.models import Case, CaseSkip, Queue, UserPreference
 from reviews.decisions.models import Decision
-from reviews.enforcement.models import Enforcement
+from reviews.enforcement.models import DeliveryAttempt, Enforcement, OutboxMessage, WebhookEndpoint
 from reviews.policies.models import LadderVersion, Policy
 from reviews.qa.models import QaReview, QaSample
 
@@ -11,11 +11,14 @@ __all__ = [
     "Case",
     "CaseSkip",
     "Decision",
+    "DeliveryAttempt",
     "Enforcement",
     "LadderVersion",
+    "OutboxMessage",
     "Policy",
     "QaReview",
     "QaSample",
     "Queue",
     "UserPreference",
+    "WebhookEndpoint",
 ]

@@ -6,6 +6,7 @@ APPEND_ONLY_MODELS: tuple[str, ...] = (
     "core.AuditEvent",
     "reviews.Decision",
     "reviews.QaReview",
+    "reviews.DeliveryAttempt",
 )
 
 _FUNCTION = """
@@ -18,11 +19,17 @@ $$ LANGUAGE plpgsql;
 
 
 def _tables(apps, app_label: str) -> list[str]:
-    return [
-        apps.get_model(name)._meta.db_table
-        for name in APPEND_ONLY_MODELS
-        if name.split(".")[0] == app_label
-    ]
+    """The tables of `app_label`'s append-only models that exist in this migration's state (a
+    model added later gets its trigger from the migration that creates it)."""
+    tables = []
+    for name in APPEND_ONLY_MODELS:
+        if name.split(".")[0] != app_label:
+            continue
+        try:
+            tables.append(apps.get_model(name)._meta.db_table)
+        except LookupError:
+            continue
+    return tables
 
 
 def install_triggers(app_label: str):

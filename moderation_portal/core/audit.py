@@ -31,6 +31,8 @@ class AuditAction(models.TextChoices):
     REFERENCE_INDEX_BUILT = "reference_index_built"
     REFERENCE_INDEX_ACTIVATED = "reference_index_activated"
     KNOWN_BAD_IMPORTED = "known_bad_imported"
+    ENDPOINT_DISABLED = "webhook_endpoint_disabled"
+    ENDPOINT_ENABLED = "webhook_endpoint_enabled"
 
 
 def actor_label(user) -> str:

@@ -14,13 +14,14 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from detection.models import Listing
 from detection.tasks import reference_add_task
 from moderation_portal.core import live
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_event
 from moderation_portal.core.models import AuditEvent
 from reviews.cases.models import Case
 from reviews.decisions.models import Decision
-from reviews.enforcement.models import Enforcement
+from reviews.enforcement.models import Enforcement, OutboxMessage
 from reviews.enforcement.services import enforcements_for, standing_enforcements
 from reviews.policies.models import LadderVersion
 from reviews.qa.sampling import qa_sample_for
@@ -122,6 +123,27 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 )
             )
         Enforcement.objects.bulk_create(outbox)
+        if outbox:
+            sellers = dict(
+                Listing.objects.filter(id__in={e.listing_id for e in outbox}).values_list(
+                    "id", "seller_id"
+                )
+            )
+            traces = {item.case.listing_id: item.case.trace_id for item in new}
+            OutboxMessage.objects.bulk_create(
+                [
+                    OutboxMessage(
+                        type=OutboxMessage.Type.ENFORCEMENT_ACTION,
+                        enforcement=e,
+                        listing_id=e.listing_id,
+                        seller_id=sellers[e.listing_id],
+                        trace_id=traces.get(e.listing_id, ""),
+                        created_at=now,
+                        next_attempt_at=now,
+                    )
+                    for e in outbox
+                ]
+            )
         AuditEvent.objects.bulk_create(audits)
         for item, decision in zip(new, decisions, strict=True):
             qa_sample_for(decision=decision, case=item.case)

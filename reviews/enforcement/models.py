@@ -1,11 +1,19 @@
-"""The enforcement outbox: what the marketplace must do because of a decision.
+"""The enforcement outbox and its delivery to the marketplace, and statements of reasons.
 
-A row is written in the same transaction as its decision. Delivery to the marketplace is not
-built yet (the enforcement issue builds it here); until then rows wait in the outbox.
+An `Enforcement` row is written in the same transaction as its decision, with the
+`OutboxMessage` that carries it to the marketplace's webhook (Standard Webhooks, signed).
+Delivery state lives here in PostgreSQL, not in a worker's memory: a message survives restarts,
+outages of the receiver for days, and killed workers, and keeps its `webhook_id` across every
+attempt. Messages for one listing or one seller are delivered in the order they were written.
 """
 
+import uuid
+
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
+
+from moderation_portal.core.models import AppendOnlyModel
 
 
 class EnforcementAction(models.TextChoices):
@@ -29,3 +37,93 @@ class Enforcement(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals"
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+
+def new_webhook_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+class OutboxMessage(models.Model):
+    """One webhook to the marketplace, and where its delivery stands."""
+
+    class Type(models.TextChoices):
+        ENFORCEMENT_ACTION = "enforcement.action", "enforcement action"
+        APPEAL_RESOLVED = "appeal.resolved", "appeal resolved"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting to be sent"
+        SENDING = "sending", "being sent"
+        RETRYING = "retrying", "retrying after a failed attempt"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "failed after the last attempt"
+
+    webhook_id = models.CharField(max_length=64, unique=True, default=new_webhook_id)
+    type = models.CharField(max_length=32, choices=Type.choices)
+    enforcement = models.OneToOneField(
+        Enforcement, null=True, blank=True, on_delete=models.PROTECT, related_name="message"
+    )
+    # Ordering keys: a message waits for every earlier undelivered message of its listing or seller.
+    listing = models.ForeignKey("detection.Listing", on_delete=models.PROTECT, related_name="+")
+    seller = models.ForeignKey("detection.Seller", on_delete=models.PROTECT, related_name="+")
+    trace_id = models.CharField(max_length=128, blank=True)
+    body = models.JSONField(
+        null=True, blank=True
+    )  # fixed at the first attempt, identical on every retry
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(
+        null=True, blank=True
+    )  # a sending worker's claim; stale ones are taken again
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                condition=Q(state__in=["pending", "retrying"]),
+                name="outbox_due",
+            ),
+            models.Index(
+                fields=["listing", "id"],
+                condition=~Q(state="delivered"),
+                name="outbox_open_listing",
+            ),
+            models.Index(
+                fields=["seller", "id"], condition=~Q(state="delivered"), name="outbox_open_seller"
+            ),
+            models.Index(fields=["state", "created_at"], name="outbox_state"),
+        ]
+
+
+class DeliveryAttempt(AppendOnlyModel):
+    """One try at delivering a message: what the receiver said, or why it could not be reached."""
+
+    message = models.ForeignKey(
+        OutboxMessage, on_delete=models.PROTECT, related_name="delivery_attempts"
+    )
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    outcome = models.CharField(max_length=16)  # delivered, retry, failed, disabled
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="one_attempt_per_number")
+        ]
+
+
+class WebhookEndpoint(models.Model):
+    """The receiver's standing: a 410 Gone disables it until an operator enables it again."""
+
+    url = models.CharField(max_length=500, unique=True)
+    enabled = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)

@@ -1,0 +1,454 @@
+"""Delivering the enforcement outbox to a real receiver on 127.0.0.1, through the Celery task.
+
+The receiver verifies every request with the independent ``standardwebhooks`` package and
+answers from a script (status and headers per request), so retries, Retry-After, 410 Gone and an
+exhausted schedule are the receiver's real answers over a socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from moderation_portal.core.models import AuditEvent
+from reviews.decisions.services import DecisionSpec, decision_record
+from reviews.enforcement.delivery import (
+    deliver_enforcements_task,
+    endpoint_enable,
+    message_send,
+    messages_claim,
+)
+from reviews.models import Decision, DeliveryAttempt, Enforcement, OutboxMessage, WebhookEndpoint
+from reviews.policies.services import ladder_active
+from tests.reviews.helpers import open_cases
+
+SECRET = "whsec_" + base64.b64encode(bytes(range(40, 72))).decode()
+
+
+@dataclass
+class Request:
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+
+    @property
+    def data(self) -> dict:
+        return json.loads(self.body)["data"]
+
+
+@dataclass
+class Receiver:
+    """Answers each request with the next scripted (status, headers), then `status`."""
+
+    status: int = 204
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    url: str = ""
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    Webhook(SECRET).verify(body, headers)
+                    verified = True
+                except WebhookVerificationError:
+                    verified = False
+                receiver.requests.append(Request(headers, body, verified))
+                status, extra = receiver.script.pop(0) if receiver.script else (receiver.status, {})
+                self.send_response(status if verified else 401)
+                for key, value in extra.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format, *args):
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def receiver(settings):
+    state = Receiver()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/enforcement"
+    settings.ENFORCEMENT_WEBHOOK_URL = state.url
+    settings.ENFORCEMENT_WEBHOOK_SECRET = SECRET
+    settings.ENFORCEMENT_CONNECT_TIMEOUT_SECONDS = 2.0
+    settings.ENFORCEMENT_READ_TIMEOUT_SECONDS = 2.0
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def run() -> dict:
+    """One periodic run, through the Celery task."""
+    return deliver_enforcements_task.apply().get()
+
+
+IDLE = {"configured": True, "endpoint_enabled": True}
+
+
+def attempts_of(message: OutboxMessage) -> list[tuple]:
+    return list(
+        DeliveryAttempt.objects.filter(message=message)
+        .order_by("number")
+        .values_list("number", "status_code", "outcome", "error")
+    )
+
+
+def finished(message: OutboxMessage, number: int):
+    attempt = DeliveryAttempt.objects.get(message=message, number=number)
+    return attempt.started_at + timedelta(milliseconds=attempt.duration_ms)
+
+
+def removal(**kw) -> OutboxMessage:
+    (case,) = open_cases(0.97, **kw)
+    decision = Decision.objects.get(case=case)
+    assert (decision.source, decision.action) == ("automatic", "remove")
+    return OutboxMessage.objects.get(enforcement__decision=decision)
+
+
+@pytest.mark.django_db
+def test_a_removal_arrives_once_signed_with_the_exact_body(receiver):
+    message = removal(seller="seller-exact")
+    enforcement = Enforcement.objects.get(message=message)
+    decision = enforcement.decision
+
+    assert run() == {**IDLE, "delivered": 1}
+    assert run() == IDLE
+
+    assert len(receiver.requests) == 1
+    (request,) = receiver.requests
+    assert request.verified is True
+    assert request.headers["webhook-id"] == message.webhook_id
+    message.refresh_from_db()
+    assert message.first_attempt_at is not None
+    expected = {
+        "type": "enforcement.action",
+        "data": {
+            "enforcement_id": enforcement.id,
+            "action": "remove_listing",
+            "listing_id": enforcement.listing.external_id,
+            "seller_id": "seller-exact",
+            "policy": "firearms",
+            "decision_id": decision.id,
+            "decision_source": "automatic",
+            "reverses": None,
+            "decided_at": decision.created_at.isoformat(),
+            "trace_id": decision.case.trace_id,
+            "appealable_until": (message.first_attempt_at + timedelta(days=184)).isoformat(),
+            "statement_of_reasons": None,
+        },
+    }
+    assert json.loads(request.body) == expected
+    assert message.body == expected
+    assert len(request.body) < 20_000
+    assert enforcement.listing.external_id.startswith("listing-")
+    assert decision.case.trace_id.startswith("trace-")
+    assert (message.state, message.attempts, message.last_status, message.lease_until) == (
+        "delivered",
+        1,
+        204,
+        None,
+    )
+    assert message.delivered_at == finished(message, 1)
+    assert attempts_of(message) == [(1, 204, "delivered", "")]
+    attempt = DeliveryAttempt.objects.get(message=message)
+    assert message.first_attempt_at <= attempt.started_at
+
+
+@pytest.mark.django_db
+def test_a_503_then_200_is_one_message_with_one_webhook_id(receiver, settings):
+    settings.ENFORCEMENT_RETRY_SCHEDULE = (0, 0, 0)
+    receiver.script = [(503, {})]
+    receiver.status = 200
+    message = removal()
+
+    assert run() == {**IDLE, "retrying": 1}
+    message.refresh_from_db()
+    assert (message.state, message.attempts, message.last_status, message.last_error) == (
+        "retrying",
+        1,
+        503,
+        "HTTP 503",
+    )
+    assert message.next_attempt_at == finished(message, 1)  # schedule[1] = 0 s: no jitter
+
+    assert run() == {**IDLE, "delivered": 1}
+    message.refresh_from_db()
+    assert (message.state, message.attempts, message.last_status) == ("delivered", 2, 200)
+    assert OutboxMessage.objects.count() == 1
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [message.webhook_id] * 2
+    assert [r.verified for r in receiver.requests] == [True, True]
+    assert receiver.requests[0].body == receiver.requests[1].body
+    assert attempts_of(message) == [(1, 503, "retry", "HTTP 503"), (2, 200, "delivered", "")]
+
+
+@pytest.mark.django_db
+def test_retry_after_is_honoured_when_later_than_the_schedule(receiver, settings):
+    settings.ENFORCEMENT_RETRY_SCHEDULE = (0, 5, 300)
+    receiver.script = [(503, {"Retry-After": "3600"})]
+    message = removal()
+
+    assert run() == {**IDLE, "retrying": 1}
+    message.refresh_from_db()
+    assert message.state == "retrying"
+    assert message.next_attempt_at == finished(message, 1) + timedelta(seconds=3600)
+    assert run() == IDLE  # not due yet
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.django_db
+def test_the_schedule_wins_over_a_shorter_retry_after_with_jitter(receiver, settings):
+    settings.ENFORCEMENT_RETRY_SCHEDULE = (0, 300)
+    receiver.script = [(429, {"Retry-After": "1"})]
+    message = removal()
+
+    assert run() == {**IDLE, "retrying": 1}
+    message.refresh_from_db()
+    delay = (message.next_attempt_at - finished(message, 1)).total_seconds()
+    assert 270 <= delay <= 330
+    assert (message.last_status, message.last_error) == (429, "HTTP 429")
+
+
+@pytest.mark.django_db
+def test_410_disables_the_endpoint_and_nothing_is_sent_until_it_is_enabled(receiver):
+    first = removal(seller="seller-gone-a")
+    second = removal(seller="seller-gone-b")
+    receiver.script = [(410, {})]
+
+    assert run() == {"configured": True, "endpoint_enabled": False, "disabled": 1, "released": 1}
+    endpoint = WebhookEndpoint.objects.get()
+    assert (endpoint.url, endpoint.enabled, endpoint.disabled_reason) == (
+        receiver.url,
+        False,
+        f"HTTP 410 Gone answering {first.webhook_id}",
+    )
+    assert endpoint.disabled_at == finished(first, 1)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.state, first.attempts, first.last_status, first.lease_until) == (
+        "pending",
+        1,
+        410,
+        None,
+    )
+    assert (second.state, second.attempts, second.body, second.lease_until) == (
+        "pending",
+        0,
+        None,
+        None,
+    )
+    assert attempts_of(first) == [(1, 410, "disabled", "HTTP 410")]
+    assert attempts_of(second) == []
+    audit = AuditEvent.objects.get(action="webhook_endpoint_disabled")
+    assert (audit.object_type, audit.object_id, audit.actor_label, audit.data) == (
+        "webhookendpoint",
+        str(endpoint.pk),
+        "system",
+        {"url": receiver.url, "reason": endpoint.disabled_reason, "message_id": first.pk},
+    )
+
+    assert run() == {"configured": True, "endpoint_enabled": False}
+    assert len(receiver.requests) == 1
+
+    assert endpoint_enable() is True
+    assert AuditEvent.objects.filter(action="webhook_endpoint_enabled").count() == 1
+    assert run() == {**IDLE, "delivered": 2}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [
+        first.webhook_id,
+        first.webhook_id,
+        second.webhook_id,
+    ]
+    assert receiver.requests[0].body == receiver.requests[1].body
+    assert attempts_of(first) == [(1, 410, "disabled", "HTTP 410"), (2, 204, "delivered", "")]
+
+
+@pytest.mark.django_db
+def test_an_exhausted_schedule_fails_and_redeliver_sends_it_again(receiver, settings):
+    settings.ENFORCEMENT_RETRY_SCHEDULE = (0, 0)
+    receiver.status = 500
+    message = removal()
+
+    assert run() == {**IDLE, "retrying": 1}
+    assert run() == {**IDLE, "failed": 1}
+    assert run() == IDLE
+    message.refresh_from_db()
+    assert (message.state, message.attempts, message.last_status, message.last_error) == (
+        "failed",
+        2,
+        500,
+        "HTTP 500",
+    )
+
+    out = StringIO()
+    call_command("redeliver_enforcements", "--failed", stdout=out)
+    assert out.getvalue() == "1 enforcement messages queued to be sent again\n"
+    message.refresh_from_db()
+    assert (message.state, message.attempts, message.lease_until) == ("pending", 0, None)
+
+    receiver.status = 200
+    assert run() == {**IDLE, "delivered": 1}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [message.webhook_id] * 3
+    assert len({r.body for r in receiver.requests}) == 1
+    assert attempts_of(message) == [
+        (1, 500, "retry", "HTTP 500"),
+        (2, 500, "failed", "HTTP 500"),
+        (3, 200, "delivered", ""),
+    ]
+
+
+@pytest.mark.django_db
+def test_redeliver_by_id_sends_a_delivered_message_again(receiver):
+    message = removal()
+    other = removal(seller="seller-other")
+    assert run() == {**IDLE, "delivered": 2}
+
+    out = StringIO()
+    call_command("redeliver_enforcements", "--id", str(message.pk), stdout=out)
+    assert out.getvalue() == "1 enforcement messages queued to be sent again\n"
+    assert run() == {**IDLE, "delivered": 1}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [
+        message.webhook_id,
+        other.webhook_id,
+        message.webhook_id,
+    ]
+
+
+@pytest.mark.django_db
+def test_a_restore_waits_until_the_removal_it_reverses_is_delivered(receiver, settings, qa_lead):
+    settings.ENFORCEMENT_RETRY_SCHEDULE = (0, 0, 0)
+    receiver.script = [(503, {})]
+    removed = removal()
+    original = removed.enforcement.decision
+    correction = decision_record(
+        case=original.case,
+        source="qa_correction",
+        user=qa_lead,
+        supersedes=original,
+        ladder=ladder_active(),
+        spec=DecisionSpec(verdict="no_violation", policy=None, action="none", notes="a replica"),
+    )
+    restore = OutboxMessage.objects.get(enforcement__decision=correction)
+    assert restore.enforcement.action == "restore_listing"
+    assert restore.pk > removed.pk
+
+    assert run() == {**IDLE, "retrying": 1}  # the removal; the restore is not claimed
+    restore.refresh_from_db()
+    assert (restore.state, restore.attempts, restore.body) == ("pending", 0, None)
+    claimed = messages_claim(limit=10, now=timezone.now())
+    assert [m.pk for m in claimed] == [removed.pk]
+    assert message_send(claimed[0]) == "delivered"
+
+    assert run() == {**IDLE, "delivered": 1}
+    assert [r.data["action"] for r in receiver.requests] == [
+        "remove_listing",
+        "remove_listing",
+        "restore_listing",
+    ]
+    data = receiver.requests[2].data
+    assert (data["reverses"], data["decision_id"], data["decision_source"], data["policy"]) == (
+        removed.enforcement_id,
+        correction.id,
+        "qa_correction",
+        "firearms",
+    )
+
+
+@pytest.mark.django_db
+def test_a_killed_workers_stale_claim_is_taken_again_with_the_same_webhook_id(receiver):
+    stale = removal(seller="seller-stale")
+    live = removal(seller="seller-live")
+    now = timezone.now()
+    assert [m.pk for m in messages_claim(limit=2, now=now)] == [stale.pk, live.pk]
+    OutboxMessage.objects.filter(pk=stale.pk).update(lease_until=now - timedelta(seconds=1))
+
+    assert run() == {**IDLE, "delivered": 1}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [stale.webhook_id]
+    stale.refresh_from_db()
+    live.refresh_from_db()
+    assert (stale.state, stale.attempts) == ("delivered", 1)
+    assert (live.state, live.attempts, live.lease_until) == (
+        "sending",
+        0,
+        now + timedelta(seconds=8),
+    )
+
+
+@pytest.mark.django_db
+def test_without_a_url_nothing_is_sent_and_messages_stay_pending(receiver, settings):
+    settings.ENFORCEMENT_WEBHOOK_URL = None
+    message = removal()
+
+    assert run() == {"configured": False}
+    message.refresh_from_db()
+    assert (message.state, message.attempts, message.body, message.first_attempt_at) == (
+        "pending",
+        0,
+        None,
+        None,
+    )
+    assert receiver.requests == []
+    assert DeliveryAttempt.objects.count() == 0
+    assert WebhookEndpoint.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_claiming_at_once_never_take_the_same_message():
+    messages = [removal(seller=f"seller-race-{i}") for i in range(6)]
+    barrier = threading.Barrier(3)
+    taken: list[list[int]] = []
+
+    def worker():
+        try:
+            barrier.wait(5)
+            taken.append([m.pk for m in messages_claim(limit=6, now=timezone.now())])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    claimed = [pk for batch in taken for pk in batch]
+    assert len(taken) == 3
+    assert sorted(claimed) == sorted(m.pk for m in messages)
+    assert OutboxMessage.objects.filter(state="sending").count() == 6
+
+
+def test_a_bad_retry_schedule_fails_loudly():
+    env = {**os.environ, "ENFORCEMENT_RETRY_SCHEDULE": "0,5,soon"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import moderation_portal.settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "ENFORCEMENT_RETRY_SCHEDULE='0,5,soon' is not comma-separated seconds" in done.stderr
