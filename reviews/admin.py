@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from reviews.cases.models import Case, Queue
+from reviews.enforcement.models import DeliveryAttempt, OutboxMessage, WebhookEndpoint
 from reviews.policies.models import LadderVersion, Policy
 
 
@@ -23,3 +24,35 @@ class CaseAdmin(admin.ModelAdmin):
 
 
 admin.site.register(LadderVersion)
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "type",
+        "state",
+        "attempts",
+        "last_status",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("state", "type")
+    search_fields = ("webhook_id", "trace_id")
+    readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(admin.ModelAdmin):
+    list_display = ("message", "number", "started_at", "status_code", "outcome", "duration_ms")
+    list_filter = ("outcome",)
+    readonly_fields = [f.name for f in DeliveryAttempt._meta.fields]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+admin.site.register(WebhookEndpoint)
