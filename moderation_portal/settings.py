@@ -93,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "moderation_portal.core.context_processors.roles",
+                "reviews.context_processors.enforcement_alert",
             ],
         },
     },
@@ -181,10 +182,12 @@ CELERY_TASK_ROUTES = {
     "detection.reference_*": {"queue": "enrich"},
     "reviews.llm_verify_case_task": {"queue": "llm"},
     "reviews.deliver_enforcements_task": {"queue": "default"},
+    "reviews.submit_statements_task": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "reviews.release_expired_leases_task", "schedule": 30.0},
     "deliver-enforcements": {"task": "reviews.deliver_enforcements_task", "schedule": 5.0},
+    "submit-statements": {"task": "reviews.submit_statements_task", "schedule": 30.0},
 }
 
 # --- the REST API ---------------------------------------------------------------------------
@@ -278,6 +281,14 @@ ENFORCEMENT_RETRY_SCHEDULE = _retry_schedule(
 ENFORCEMENT_CONNECT_TIMEOUT_SECONDS = envfloat("ENFORCEMENT_CONNECT_TIMEOUT_SECONDS", 5.0)
 ENFORCEMENT_READ_TIMEOUT_SECONDS = envfloat("ENFORCEMENT_READ_TIMEOUT_SECONDS", 10.0)
 APPEAL_WINDOW_DAYS = envint("APPEAL_WINDOW_DAYS", 184, minimum=1)
+
+# --- statements of reasons to the EU DSA Transparency Database (optional) --------------------
+DSA_TDB_URL = envurl("DSA_TDB_URL", schemes={"http", "https"})
+DSA_TDB_TOKEN = envstr("DSA_TDB_TOKEN")
+DSA_TDB_BATCH_SIZE = envint("DSA_TDB_BATCH_SIZE", 100, minimum=1)
+DSA_TDB_TIMEOUT_SECONDS = envfloat("DSA_TDB_TIMEOUT_SECONDS", 30.0)
+# Statements' platform unique identifiers are "<prefix>-decision-<decision id>".
+DSA_PUID_PREFIX = envstr("DSA_PUID_PREFIX", "mp") or "mp"
 
 # --- QA sampling ----------------------------------------------------------------------------
 QA_HUMAN_SAMPLE_RATE = envfloat("QA_HUMAN_SAMPLE_RATE", 0.02)

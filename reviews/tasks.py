@@ -3,10 +3,12 @@
 from reviews.cases.intake import ingest_events_task
 from reviews.cases.tasks import llm_verify_case_task, release_expired_leases_task
 from reviews.enforcement.delivery import deliver_enforcements_task
+from reviews.enforcement.transparency import submit_statements_task
 
 __all__ = [
     "deliver_enforcements_task",
     "ingest_events_task",
     "llm_verify_case_task",
     "release_expired_leases_task",
+    "submit_statements_task",
 ]

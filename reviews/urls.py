@@ -2,6 +2,8 @@ from django.urls import path
 
 from reviews.cases import apis, views
 from reviews.cases.consumers import CaseConsumer, QueuesConsumer
+from reviews.enforcement import apis as enforcement_apis
+from reviews.enforcement import views as enforcement_views
 from reviews.policies import views as ladder_views
 from reviews.qa import views as qa_views
 
@@ -29,9 +31,30 @@ urlpatterns = [
     path("qa/", qa_views.qa_page, name="qa"),
     path("qa/claim/", qa_views.qa_claim, name="qa_claim"),
     path("qa/samples/<int:sample_id>/", qa_views.qa_sample, name="qa_sample"),
+    path("enforcement/", enforcement_views.enforcement_page, name="enforcement"),
+    path(
+        "enforcement/redeliver/",
+        enforcement_views.enforcement_redeliver,
+        name="enforcement_redeliver",
+    ),
+    path(
+        "enforcement/endpoint/enable/",
+        enforcement_views.enforcement_endpoint_enable,
+        name="enforcement_endpoint_enable",
+    ),
+    path(
+        "enforcement/statements/resubmit/",
+        enforcement_views.statements_resubmit,
+        name="statements_resubmit",
+    ),
     path("ladder/", ladder_views.ladder_page, name="ladder"),
     path("ladder/draft/start/", ladder_views.ladder_draft_start, name="ladder_draft_start"),
     path("ladder/draft/", ladder_views.ladder_draft_save, name="ladder_draft_save"),
+    path(
+        "ladder/draft/statements/",
+        ladder_views.ladder_statements_save,
+        name="ladder_statements_save",
+    ),
     path("ladder/draft/discard/", ladder_views.ladder_draft_discard, name="ladder_draft_discard"),
     path("ladder/draft/export.yaml", ladder_views.ladder_draft_export, name="ladder_draft_export"),
     path("ladder/publish/", ladder_views.ladder_publish, name="ladder_publish"),
@@ -56,6 +79,17 @@ api_urlpatterns = [
     path("cases/<int:case_id>/heartbeat/", apis.CaseHeartbeatApi.as_view(), name="api-heartbeat"),
     path("cases/<int:case_id>/skip/", apis.CaseSkipApi.as_view(), name="api-skip"),
     path("cases/<int:case_id>/escalate/", apis.CaseEscalateApi.as_view(), name="api-escalate"),
+    path(
+        "decisions/<int:decision_id>/statement-of-reasons/",
+        enforcement_apis.StatementOfReasonsApi.as_view(),
+        name="api-statement-of-reasons",
+    ),
+    path("enforcement/", enforcement_apis.EnforcementStatusApi.as_view(), name="api-enforcement"),
+    path(
+        "enforcement/redeliver/",
+        enforcement_apis.EnforcementRedeliverApi.as_view(),
+        name="api-enforcement-redeliver",
+    ),
 ]
 
 websocket_urlpatterns = [

@@ -65,3 +65,7 @@ def test_the_frozen_seed_matches_the_live_defaults():
     assert seed.POLICIES == POLICIES
     assert seed.QUEUES == QUEUES
     assert default_ladder() == seed.LADDER_V1
+    from reviews.policies.statements import DEFAULT_MAPPING, mapping_validate
+
+    mapping = importlib.import_module("reviews.migrations.0005_statements_of_reasons")
+    assert mapping.MAPPING_V1 == DEFAULT_MAPPING == mapping_validate(DEFAULT_MAPPING)

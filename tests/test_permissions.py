@@ -88,6 +88,13 @@ def _ladder_file(w):
     }
 
 
+def _mapping_form(w):
+    form: dict = {"territorial_scope": ["DE"]}
+    for code, row in w.ladder_v1.statement_mapping["policies"].items():
+        form.update({f"{code}.{key}": value for key, value in row.items()})
+    return form
+
+
 # Route name (as reverse() spells it) -> who may use it. Path converters are filled from World.
 ROUTES: dict[str, Expect] = {
     "healthz": Expect(PUBLIC),
@@ -106,6 +113,9 @@ ROUTES: dict[str, Expect] = {
     "api-heartbeat": Expect((MODERATOR,)),
     "api-skip": Expect((MODERATOR,), body=_reason),
     "api-escalate": Expect((MODERATOR,), body=_reason),
+    "api-statement-of-reasons": Expect(READERS),
+    "api-enforcement": Expect((POLICY_ADMIN,)),
+    "api-enforcement-redeliver": Expect((POLICY_ADMIN,), body=lambda w: {"failed": True}),
     # pages
     "reviews:home": Expect(READERS),
     "reviews:queues": Expect(READERS),
@@ -139,6 +149,11 @@ ROUTES: dict[str, Expect] = {
     "reviews:qa": Expect((QA_LEAD,)),
     "reviews:qa_claim": Expect((QA_LEAD,)),
     "reviews:qa_sample": Expect((QA_LEAD,), body=lambda w: {"outcome": "agree"}),
+    "reviews:enforcement": Expect((POLICY_ADMIN,)),
+    "reviews:enforcement_redeliver": Expect((POLICY_ADMIN,), body=lambda w: {"failed": "1"}),
+    "reviews:enforcement_endpoint_enable": Expect((POLICY_ADMIN,)),
+    "reviews:statements_resubmit": Expect((POLICY_ADMIN,), body=lambda w: {"rejected": "1"}),
+    "reviews:ladder_statements_save": Expect((POLICY_ADMIN,), body=_mapping_form),
     "reviews:ladder": Expect(LADDER_READERS),
     "reviews:ladder_draft_start": Expect((POLICY_ADMIN,)),
     "reviews:ladder_draft_save": Expect((POLICY_ADMIN,), body=_ladder_form),
@@ -278,6 +293,7 @@ class World:
             "slug": "all",
             "sample_id": self.sample.id,
             "number": self.ladder_v1.version,
+            "decision_id": self.sample.decision_id,
         }
         missing = set(converters) - set(values)
         assert not missing, f"World.kwargs has no value for the path converters {missing}"

@@ -33,6 +33,8 @@ class AuditAction(models.TextChoices):
     KNOWN_BAD_IMPORTED = "known_bad_imported"
     ENDPOINT_DISABLED = "webhook_endpoint_disabled"
     ENDPOINT_ENABLED = "webhook_endpoint_enabled"
+    ENFORCEMENT_REDELIVERED = "enforcement_redelivered"
+    STATEMENTS_RESUBMITTED = "statements_resubmitted"
 
 
 def actor_label(user) -> str:

@@ -1,8 +1,9 @@
 """The one writer of decisions, whatever their source: automatic, human, LLM-verified, QA
 correction or appeal. Every decision gets, in the same transaction and through the same path,
-its enforcement rows (reversing what a superseded decision enforced), its `decision_recorded`
-audit row and its QA sample; after commit, a violation a person confirmed becomes a reference
-for similar flags, and open pages refresh.
+its enforcement rows (reversing what a superseded decision enforced) with their outbox messages,
+the statement of reasons of a restriction, its `decision_recorded` audit row and its QA sample;
+after commit, a violation a person confirmed becomes a reference for similar flags, and open
+pages refresh.
 
 Callers move their own row's state (a case's lease, a QA sample) in the same transaction.
 """
@@ -11,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from detection.models import Listing
@@ -23,6 +24,7 @@ from reviews.cases.models import Case
 from reviews.decisions.models import Decision
 from reviews.enforcement.models import Enforcement, OutboxMessage
 from reviews.enforcement.services import enforcements_for, standing_enforcements
+from reviews.enforcement.statements import statements_create
 from reviews.policies.models import LadderVersion
 from reviews.qa.sampling import qa_sample_for
 
@@ -130,6 +132,7 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 )
             )
             traces = {item.case.listing_id: item.case.trace_id for item in new}
+            _outbox_order_lock(set(sellers.values()))
             OutboxMessage.objects.bulk_create(
                 [
                     OutboxMessage(
@@ -145,6 +148,7 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 ]
             )
         AuditEvent.objects.bulk_create(audits)
+        statements_create(decisions)
         for item, decision in zip(new, decisions, strict=True):
             qa_sample_for(decision=decision, case=item.case)
             if (
@@ -159,6 +163,24 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
         if confirmed:
             transaction.on_commit(lambda: _references_add(confirmed))
     return decisions
+
+
+OUTBOX_LOCK_CLASS = 7301  # the advisory-lock namespace of outbox ordering
+
+
+def _outbox_order_lock(seller_ids: set[int]) -> None:
+    """Hold, until this transaction ends, a lock per seller whose messages it writes. Outbox ids
+    then follow commit order per seller: a transaction writing a later message for a seller
+    waits until the earlier one has committed, so delivery (which sends a seller's messages in
+    id order) can never see a later message before an earlier one is visible. Sorted, so two
+    transactions never wait on each other."""
+    if connection.vendor != "postgresql" or not seller_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k ORDER BY k",
+            [OUTBOX_LOCK_CLASS, sorted({s % 2_147_483_647 for s in seller_ids})],
+        )
 
 
 def decision_record(**item) -> Decision:

@@ -40,6 +40,7 @@ from reviews.enforcement.models import (
     DeliveryAttempt,
     Enforcement,
     OutboxMessage,
+    StatementOfReasons,
     WebhookEndpoint,
 )
 
@@ -97,8 +98,15 @@ def _enforcement_data(enforcement: Enforcement, *, first_attempt_at: datetime) -
         "appealable_until": (
             first_attempt_at + timedelta(days=settings.APPEAL_WINDOW_DAYS)
         ).isoformat(),
-        "statement_of_reasons": None,
+        "statement_of_reasons": _statement(decision),
     }
+
+
+def _statement(decision) -> dict | None:
+    """The decision's statement of reasons as filed with the Transparency Database; a reversal's
+    decision restricts nothing and has none."""
+    row = StatementOfReasons.objects.filter(decision=decision).first()
+    return row.statement if row else None
 
 
 def message_body(message: OutboxMessage, *, now: datetime | None = None) -> dict:
@@ -304,6 +312,8 @@ def _endpoint_disable(endpoint: WebhookEndpoint, *, message: OutboxMessage, now:
 
 def endpoint_enable(*, actor=None) -> bool:
     """Enable the configured endpoint again after a 410; True when it was disabled."""
+    if not settings.ENFORCEMENT_WEBHOOK_URL:
+        return False
     now = timezone.now()
     endpoint = _endpoint()
     if not WebhookEndpoint.objects.filter(pk=endpoint.pk, enabled=False).update(

@@ -127,3 +127,49 @@ class WebhookEndpoint(models.Model):
     disabled_at = models.DateTimeField(null=True, blank=True)
     disabled_reason = models.CharField(max_length=500, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+
+
+class StatementOfReasons(models.Model):
+    """The statement of reasons (DSA Art. 17) of one restricting decision, in the EU DSA
+    Transparency Database's field names and values (`statement`), and where its submission to
+    the Transparency Database stands. Written with the decision, from the decision: never from
+    the seller's text."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting to be submitted"
+        SUBMITTING = "submitting", "being submitted"
+        RETRYING = "retrying", "retrying after a failed attempt"
+        SUBMITTED = "submitted", "filed with the Transparency Database"
+        REJECTED = "rejected", "rejected by the Transparency Database"
+        FAILED = "failed", "failed after the last attempt"
+
+    decision = models.OneToOneField(
+        "reviews.Decision", on_delete=models.PROTECT, related_name="statement_of_reasons"
+    )
+    puid = models.CharField(max_length=500, unique=True)
+    statement = models.JSONField()
+    ladder_version = models.ForeignKey(
+        "reviews.LadderVersion", on_delete=models.PROTECT, related_name="+"
+    )  # whose statement mapping wrote it
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    errors = models.JSONField(default=dict, blank=True)  # field -> messages, from a 422
+    tdb_uuid = models.CharField(max_length=64, blank=True)
+    already_filed = models.BooleanField(default=False)  # the database had our puid already
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                condition=Q(state__in=["pending", "retrying", "submitting"]),
+                name="statement_due",
+            ),
+            models.Index(fields=["state", "created_at"], name="statement_state"),
+        ]

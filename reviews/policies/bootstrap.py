@@ -9,6 +9,7 @@ from moderation_portal.core.access import ALL_ROLES
 from reviews.cases.models import Queue
 from reviews.policies.defaults import POLICIES, QUEUES, SENIOR_GROUP, default_ladder
 from reviews.policies.models import LadderVersion, Policy
+from reviews.policies.statements import DEFAULT_MAPPING
 
 
 def defaults_ensure() -> None:
@@ -29,6 +30,7 @@ def defaults_ensure() -> None:
             version=1,
             state="published",
             thresholds=default_ladder(),
+            statement_mapping=DEFAULT_MAPPING,
             notes="defaults from the seeds",
             is_active=True,
         )

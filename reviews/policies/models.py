@@ -35,6 +35,8 @@ class LadderVersion(models.Model):
     version = models.PositiveIntegerField(unique=True, null=True, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.DRAFT)
     thresholds = models.JSONField()
+    # policy code -> Transparency Database category, keywords and ground (policies/statements.py)
+    statement_mapping = models.JSONField(default=dict)
     notes = models.TextField(blank=True)
     based_on = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from moderation_portal.core.audit import AuditAction, audit_record
 from reviews.policies import ladder as ladder_rules
+from reviews.policies import statements as mapping_rules
 from reviews.policies.models import LadderVersion, Policy
 
 
@@ -23,23 +24,40 @@ def ladder_draft(*, for_update: bool = False) -> LadderVersion | None:
     return (qs.select_for_update() if for_update else qs).first()
 
 
-def ladder_draft_save(*, user, thresholds: dict, notes: str = "") -> LadderVersion:
-    """Create or update the one shared draft. `thresholds` must be validated already."""
+def ladder_draft_save(
+    *,
+    user,
+    thresholds: dict | None = None,
+    notes: str | None = None,
+    statement_mapping: dict | None = None,
+) -> LadderVersion:
+    """Create or update the one shared draft: its thresholds and notes, and/or its statement
+    mapping (each validated already). What is not given is kept (a new draft copies the active
+    version's)."""
     with transaction.atomic():
         draft = ladder_draft(for_update=True)
         active = ladder_active()
         if draft is None:
             draft = LadderVersion.objects.create(
                 state=LadderVersion.State.DRAFT,
-                thresholds=thresholds,
-                notes=notes,
+                thresholds=thresholds if thresholds is not None else active.thresholds,
+                notes=notes or "",
+                statement_mapping=statement_mapping
+                if statement_mapping is not None
+                else active.statement_mapping,
                 based_on=active,
                 created_by=user,
             )
             action = AuditAction.LADDER_DRAFT_CREATED
         else:
-            draft.thresholds, draft.notes, draft.updated_at = thresholds, notes, timezone.now()
-            draft.save(update_fields=["thresholds", "notes", "updated_at"])
+            if thresholds is not None:
+                draft.thresholds = thresholds
+            if notes is not None:
+                draft.notes = notes
+            if statement_mapping is not None:
+                draft.statement_mapping = statement_mapping
+            draft.updated_at = timezone.now()
+            draft.save(update_fields=["thresholds", "notes", "statement_mapping", "updated_at"])
             action = AuditAction.LADDER_DRAFT_SAVED
         audit_record(
             action=action,
@@ -47,7 +65,8 @@ def ladder_draft_save(*, user, thresholds: dict, notes: str = "") -> LadderVersi
             actor=user,
             data={
                 "based_on": active.version,
-                "changes": ladder_rules.diff(active.thresholds, thresholds),
+                "changes": ladder_rules.diff(active.thresholds, draft.thresholds)
+                + mapping_rules.mapping_diff(active.statement_mapping, draft.statement_mapping),
             },
         )
     return draft
@@ -80,6 +99,12 @@ def ladder_publish(*, user) -> LadderVersion:
         if draft is None:
             raise LadderVersion.DoesNotExist("there is no draft to publish")
         ladder_rules.validate(draft.thresholds)  # never publish what does not validate
+        try:
+            mapping_rules.mapping_validate(draft.statement_mapping)
+        except mapping_rules.MappingError as exc:
+            raise ladder_rules.LadderError(
+                [f"statement mapping: {p}" for p in exc.problems]
+            ) from exc
         previous = ladder_active()
         number = (LadderVersion.objects.aggregate(n=Max("version"))["n"] or 0) + 1
         LadderVersion.objects.filter(id=draft.id).update(
@@ -97,7 +122,8 @@ def ladder_publish(*, user) -> LadderVersion:
             data={
                 "version": number,
                 "previous": previous.version,
-                "changes": ladder_rules.diff(previous.thresholds, draft.thresholds),
+                "changes": ladder_rules.diff(previous.thresholds, draft.thresholds)
+                + mapping_rules.mapping_diff(previous.statement_mapping, draft.statement_mapping),
             },
         )
         draft.refresh_from_db()

@@ -9,6 +9,7 @@ from detection.policies import POLICY_CODES
 from moderation_portal.core.access import POLICY_ADMIN, QA_LEAD, has_role, role_required
 from reviews.policies import ladder as ladder_rules
 from reviews.policies import services
+from reviews.policies import statements as mapping_rules
 from reviews.policies.backtest import backtest
 from reviews.policies.models import LadderVersion
 
@@ -82,8 +83,60 @@ def ladder_page(request):
         if draft
         else None,
         "form_errors": request.session.pop("ladder_errors", None),
+        "mapping": _mapping_rows(draft.statement_mapping if draft else active.statement_mapping),
+        "mapping_of": "draft" if draft else f"version {active.version}",
+        "mapping_changes": mapping_rules.mapping_diff(
+            active.statement_mapping, draft.statement_mapping
+        )
+        if draft
+        else [],
+        "grounds": mapping_rules.GROUNDS,
+        "categories": mapping_rules.CATEGORIES,
+        "keywords": mapping_rules.KEYWORDS,
+        "countries": mapping_rules.EEA_COUNTRIES,
     }
     return render(request, "reviews/ladder.html", context)
+
+
+def _mapping_rows(mapping: dict) -> dict:
+    policies = mapping.get("policies", {})
+    return {
+        "territorial_scope": mapping.get("territorial_scope", []),
+        "rows": [{"code": code, **policies.get(code, {})} for code in POLICY_CODES],
+    }
+
+
+def _parse_mapping_form(post) -> dict:
+    policies = {}
+    for code in POLICY_CODES:
+        row = {
+            "decision_ground": post.get(f"{code}.decision_ground", ""),
+            "category": post.get(f"{code}.category", ""),
+            "category_specification": post.getlist(f"{code}.category_specification")[:20],
+            "ground": post.get(f"{code}.ground", "")[:5000],
+            "explanation": post.get(f"{code}.explanation", "")[:5000],
+        }
+        if row["decision_ground"] == mapping_rules.GROUND_INCOMPATIBLE:
+            row["incompatible_content_illegal"] = post.get(
+                f"{code}.incompatible_content_illegal", "No"
+            )
+        policies[code] = row
+    return {"territorial_scope": post.getlist("territorial_scope")[:40], "policies": policies}
+
+
+@require_POST
+@role_required(POLICY_ADMIN)
+def ladder_statements_save(request):
+    """Save the draft's statement-of-reasons mapping (a new draft starts if there is none)."""
+    try:
+        clean = mapping_rules.mapping_validate(_parse_mapping_form(request.POST))
+    except mapping_rules.MappingError as exc:
+        request.session["ladder_errors"] = [f"statement mapping: {p}" for p in exc.problems]
+        messages.error(request, "The statement mapping was not saved: fix the problems listed.")
+        return redirect("reviews:ladder")
+    services.ladder_draft_save(user=request.user, statement_mapping=clean)
+    messages.success(request, "Statement mapping saved in the draft; it applies once published.")
+    return redirect("reviews:ladder")
 
 
 @require_POST

@@ -21,3 +21,14 @@ def llm(settings):
     yield server
     server.stop()
     llm_services._clients.clear()
+
+
+@pytest.fixture
+def tdb_server():
+    """A local stand-in for the Transparency Database's statement API, on a real socket."""
+    from tests.reviews.tdb_server import TdbServer
+
+    server = TdbServer(token="tdb-test-token")
+    server.start()
+    yield server
+    server.stop()

@@ -161,7 +161,7 @@ def test_a_removal_arrives_once_signed_with_the_exact_body(receiver):
             "decided_at": decision.created_at.isoformat(),
             "trace_id": decision.case.trace_id,
             "appealable_until": (message.first_attempt_at + timedelta(days=184)).isoformat(),
-            "statement_of_reasons": None,
+            "statement_of_reasons": decision.statement_of_reasons.statement,
         },
     }
     assert json.loads(request.body) == expected
