@@ -281,6 +281,9 @@ ENFORCEMENT_RETRY_SCHEDULE = _retry_schedule(
 ENFORCEMENT_CONNECT_TIMEOUT_SECONDS = envfloat("ENFORCEMENT_CONNECT_TIMEOUT_SECONDS", 5.0)
 ENFORCEMENT_READ_TIMEOUT_SECONDS = envfloat("ENFORCEMENT_READ_TIMEOUT_SECONDS", 10.0)
 APPEAL_WINDOW_DAYS = envint("APPEAL_WINDOW_DAYS", 184, minimum=1)
+APPEAL_SLA_HOURS = envint("APPEAL_SLA_HOURS", 72, minimum=1)
+APPEAL_LEASE_SECONDS = envint("APPEAL_LEASE_SECONDS", 900, minimum=60)
+APPEAL_MAX_STATEMENT_CHARS = envint("APPEAL_MAX_STATEMENT_CHARS", 5000, minimum=100)
 
 # --- statements of reasons to the EU DSA Transparency Database (optional) --------------------
 DSA_TDB_URL = envurl("DSA_TDB_URL", schemes={"http", "https"})

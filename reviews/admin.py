@@ -1,7 +1,12 @@
 from django.contrib import admin
 
 from reviews.cases.models import Case, Queue
-from reviews.enforcement.models import DeliveryAttempt, OutboxMessage, WebhookEndpoint
+from reviews.enforcement.models import (
+    DeliveryAttempt,
+    OutboxMessage,
+    StatementOfReasons,
+    WebhookEndpoint,
+)
 from reviews.policies.models import LadderVersion, Policy
 
 
@@ -56,3 +61,14 @@ class DeliveryAttemptAdmin(admin.ModelAdmin):
 
 
 admin.site.register(WebhookEndpoint)
+
+
+@admin.register(StatementOfReasons)
+class StatementOfReasonsAdmin(admin.ModelAdmin):
+    list_display = ("puid", "decision", "state", "attempts", "last_status", "submitted_at")
+    list_filter = ("state", "already_filed")
+    search_fields = ("puid", "tdb_uuid")
+    readonly_fields = [f.name for f in StatementOfReasons._meta.fields]
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,13 +1,21 @@
 """Every model of the reviews app, gathered from its sub-packages (Django loads an app's models
 from this module). New code imports from the sub-package that owns a model."""
 
+from reviews.appeals.models import Appeal, RefusedAppeal
 from reviews.cases.models import Case, CaseSkip, Queue, UserPreference
 from reviews.decisions.models import Decision
-from reviews.enforcement.models import DeliveryAttempt, Enforcement, OutboxMessage, WebhookEndpoint
+from reviews.enforcement.models import (
+    DeliveryAttempt,
+    Enforcement,
+    OutboxMessage,
+    StatementOfReasons,
+    WebhookEndpoint,
+)
 from reviews.policies.models import LadderVersion, Policy
 from reviews.qa.models import QaReview, QaSample
 
 __all__ = [
+    "Appeal",
     "Case",
     "CaseSkip",
     "Decision",
@@ -19,6 +27,8 @@ __all__ = [
     "QaReview",
     "QaSample",
     "Queue",
+    "RefusedAppeal",
+    "StatementOfReasons",
     "UserPreference",
     "WebhookEndpoint",
 ]

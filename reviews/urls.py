@@ -1,5 +1,6 @@
 from django.urls import path
 
+from reviews.appeals import apis as appeal_apis
 from reviews.cases import apis, views
 from reviews.cases.consumers import CaseConsumer, QueuesConsumer
 from reviews.enforcement import apis as enforcement_apis
@@ -85,6 +86,18 @@ api_urlpatterns = [
         name="api-statement-of-reasons",
     ),
     path("enforcement/", enforcement_apis.EnforcementStatusApi.as_view(), name="api-enforcement"),
+    path("appeals/", appeal_apis.AppealCreateApi.as_view(), name="api-appeals"),
+    path(
+        "appeals/claim-next/",
+        appeal_apis.AppealClaimNextApi.as_view(),
+        name="api-appeal-claim-next",
+    ),
+    path("appeals/<int:appeal_id>/", appeal_apis.AppealDetailApi.as_view(), name="api-appeal"),
+    path(
+        "appeals/<int:appeal_id>/decision/",
+        appeal_apis.AppealDecisionApi.as_view(),
+        name="api-appeal-decision",
+    ),
     path(
         "enforcement/redeliver/",
         enforcement_apis.EnforcementRedeliverApi.as_view(),

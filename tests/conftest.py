@@ -111,6 +111,20 @@ def tier_client(service_token):
     return client
 
 
+@pytest.fixture
+def marketplace_client(db):
+    """The marketplace's machine account (role `marketplace`), as it would call the API."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("create_service_token", "marketplace", "--role", "marketplace", stdout=out)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {out.getvalue().strip()}")
+    return client
+
+
 def api_client_for(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user=user)

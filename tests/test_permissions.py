@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import StringIO
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from django.apps import apps
 from django.contrib.admin.sites import site as admin_site
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.permissions import AllowAny, IsAuthenticated, IsAuthenticatedOrReadOnly
@@ -32,13 +34,16 @@ from moderation_portal.core.access import (
     ALL_ROLES,
     APPEALS,
     DETECTION_TIER,
+    MACHINE_ROLES,
+    MARKETPLACE,
     MODERATOR,
     PERSON_ROLES,
     POLICY_ADMIN,
     QA_LEAD,
 )
 from moderation_portal.core.consumers import CLOSE_NO_ROLE, CLOSE_NOT_SIGNED_IN
-from reviews.models import Case, LadderVersion, QaSample
+from reviews.appeals.intake import appeal_open
+from reviews.models import Case, Enforcement, LadderVersion, QaSample
 from reviews.policies import ladder as ladder_rules
 from reviews.policies import services as ladder_services
 from reviews.urls import websocket_urlpatterns
@@ -88,6 +93,21 @@ def _ladder_file(w):
     }
 
 
+def _appeal(w):
+    return _appeal_of(w.sample)
+
+
+def _appeal_of(sample):
+    enforcement = Enforcement.objects.get(decision=sample.decision)
+    return {
+        "appeal_id": "matrix-appeal",
+        "enforcement_id": enforcement.pk,
+        "seller_id": "matrix-seller",
+        "statement": "not a gun",
+        "submitted_at": "2026-01-01T00:00:00+00:00",
+    }
+
+
 def _mapping_form(w):
     form: dict = {"territorial_scope": ["DE"]}
     for code, row in w.ladder_v1.statement_mapping["policies"].items():
@@ -114,6 +134,12 @@ ROUTES: dict[str, Expect] = {
     "api-skip": Expect((MODERATOR,), body=_reason),
     "api-escalate": Expect((MODERATOR,), body=_reason),
     "api-statement-of-reasons": Expect(READERS),
+    "api-appeals": Expect((MARKETPLACE,), body=_appeal),
+    "api-appeal-claim-next": Expect((APPEALS,)),
+    "api-appeal": Expect((APPEALS,)),
+    "api-appeal-decision": Expect(
+        (APPEALS,), body=lambda w: {"outcome": "overturn", "notes": "an outsider's overturn"}
+    ),
     "api-enforcement": Expect((POLICY_ADMIN,)),
     "api-enforcement-redeliver": Expect((POLICY_ADMIN,), body=lambda w: {"failed": True}),
     # pages
@@ -280,8 +306,10 @@ class World:
     queued: Case  # of the same seller, waiting in the queue
     sample: QaSample
     ladder_v1: LadderVersion  # published, not active
+    appeal_id: int = 0  # an appeal of the automatic removal, waiting
     users: dict[str, User] = field(default_factory=dict)
     tier_token: str = ""
+    marketplace_token: str = ""
 
     def kwargs(self, converters) -> dict:
         values = {
@@ -294,6 +322,7 @@ class World:
             "sample_id": self.sample.id,
             "number": self.ladder_v1.version,
             "decision_id": self.sample.decision_id,
+            "appeal_id": self.appeal_id,
         }
         missing = set(converters) - set(values)
         assert not missing, f"World.kwargs has no value for the path converters {missing}"
@@ -313,7 +342,13 @@ def world(moderator, moderator2, appeals_staff, qa_lead, policy_admin, outsider,
         user=policy_admin, thresholds=thresholds, notes="a draft nobody else may touch"
     )
     tier = User.objects.get(username="svc-detection-tier")
+    out = StringIO()
+    call_command("create_service_token", "marketplace", "--role", MARKETPLACE, stdout=out)
+    marketplace = User.objects.get(username="svc-marketplace")
+    opened = appeal_open(payload={**_appeal_of(sample), "appeal_id": "world-appeal"}, user=None)
+    assert opened.status == 201, opened
     users = {
+        MARKETPLACE: marketplace,
         MODERATOR: moderator,
         APPEALS: appeals_staff,
         QA_LEAD: qa_lead,
@@ -328,6 +363,8 @@ def world(moderator, moderator2, appeals_staff, qa_lead, policy_admin, outsider,
         ladder_v1=ladder_v1,
         users=users,
         tier_token=service_token,
+        marketplace_token=out.getvalue().strip(),
+        appeal_id=opened.appeal.pk,
     )
 
 
@@ -355,6 +392,8 @@ def _client(w: World, who: str | None, *, api: bool):
         client = APIClient()
         if who == DETECTION_TIER:
             client.credentials(HTTP_AUTHORIZATION=f"Token {w.tier_token}")
+        elif who == MARKETPLACE:
+            client.credentials(HTTP_AUTHORIZATION=f"Token {w.marketplace_token}")
         elif who is not None:
             client.force_login(w.users[who])
         return client
@@ -475,7 +514,7 @@ def test_the_admin_is_staff_only(world):
         for suffix in ("", "add/", "1/change/", "1/delete/")
     ]
     before = snapshot()
-    for who in (None, "outsider", *PERSON_ROLES, DETECTION_TIER):
+    for who in (None, "outsider", *PERSON_ROLES, *MACHINE_ROLES):
         client = Client()
         if who is not None:
             client.force_login(world.users[who])

@@ -12,9 +12,11 @@ APPEALS = "appeals"
 QA_LEAD = "qa_lead"
 POLICY_ADMIN = "policy_admin"
 DETECTION_TIER = "detection_tier"  # machine accounts, never people
+MARKETPLACE = "marketplace"  # the marketplace's machine account: seller appeals
 
 PERSON_ROLES = (MODERATOR, APPEALS, QA_LEAD, POLICY_ADMIN)
-ALL_ROLES = (*PERSON_ROLES, DETECTION_TIER)
+MACHINE_ROLES = (DETECTION_TIER, MARKETPLACE)
+ALL_ROLES = (*PERSON_ROLES, *MACHINE_ROLES)
 
 
 def roles_of(user) -> set[str]:

@@ -35,6 +35,9 @@ class AuditAction(models.TextChoices):
     ENDPOINT_ENABLED = "webhook_endpoint_enabled"
     ENFORCEMENT_REDELIVERED = "enforcement_redelivered"
     STATEMENTS_RESUBMITTED = "statements_resubmitted"
+    APPEAL_OPENED = "appeal_opened"
+    APPEAL_CLAIMED = "appeal_claimed"
+    APPEAL_DECIDED = "appeal_decided"
 
 
 def actor_label(user) -> str:

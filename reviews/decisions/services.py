@@ -132,7 +132,7 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 )
             )
             traces = {item.case.listing_id: item.case.trace_id for item in new}
-            _outbox_order_lock(set(sellers.values()))
+            outbox_order_lock(set(sellers.values()))
             OutboxMessage.objects.bulk_create(
                 [
                     OutboxMessage(
@@ -168,7 +168,7 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
 OUTBOX_LOCK_CLASS = 7301  # the advisory-lock namespace of outbox ordering
 
 
-def _outbox_order_lock(seller_ids: set[int]) -> None:
+def outbox_order_lock(seller_ids: set[int]) -> None:
     """Hold, until this transaction ends, a lock per seller whose messages it writes. Outbox ids
     then follow commit order per seller: a transaction writing a later message for a seller
     waits until the earlier one has committed, so delivery (which sends a seller's messages in

@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_record
 from moderation_portal.core.tracing import trace
+from reviews.appeals.models import Appeal
 from reviews.enforcement import webhooks
 from reviews.enforcement.models import (
     DeliveryAttempt,
@@ -102,6 +103,31 @@ def _enforcement_data(enforcement: Enforcement, *, first_attempt_at: datetime) -
     }
 
 
+def _appeal_data(message: OutboxMessage) -> dict:
+    """What the marketplace tells the seller: the outcome and the reviewer's reasoned answer
+    (written by appeals staff), and which reversals it caused (sent before this message)."""
+    appeal = Appeal.objects.select_related("enforcement__listing", "seller").get(
+        pk=message.appeal_id
+    )
+    overturn = appeal.overturn_decision_id
+    return {
+        "appeal_id": appeal.appeal_id,
+        "enforcement_id": appeal.enforcement_id,
+        "outcome": appeal.outcome,
+        "notes": appeal.notes,
+        "decided_at": appeal.decided_at.isoformat() if appeal.decided_at else None,
+        "decision_id": overturn,
+        "reversals": sorted(
+            Enforcement.objects.filter(decision_id=overturn).values_list("id", flat=True)
+        )
+        if overturn
+        else [],
+        "listing_id": appeal.enforcement.listing.external_id,
+        "seller_id": appeal.seller.external_id,
+        "trace_id": appeal.trace_id,
+    }
+
+
 def _statement(decision) -> dict | None:
     """The decision's statement of reasons as filed with the Transparency Database; a reversal's
     decision restricts nothing and has none."""
@@ -114,15 +140,16 @@ def message_body(message: OutboxMessage, *, now: datetime | None = None) -> dict
     if message.body is not None:
         return message.body
     first_attempt_at = message.first_attempt_at or now or timezone.now()
-    if message.type != OutboxMessage.Type.ENFORCEMENT_ACTION or message.enforcement_id is None:
+    if message.type == OutboxMessage.Type.ENFORCEMENT_ACTION and message.enforcement_id:
+        enforcement = Enforcement.objects.select_related(
+            "decision", "listing__seller", "reverses__decision"
+        ).get(pk=message.enforcement_id)
+        data = _enforcement_data(enforcement, first_attempt_at=first_attempt_at)
+    elif message.type == OutboxMessage.Type.APPEAL_RESOLVED and message.appeal_id:
+        data = _appeal_data(message)
+    else:
         raise ValueError(f"outbox message {message.pk} of type {message.type!r} has no body")
-    enforcement = Enforcement.objects.select_related(
-        "decision", "listing__seller", "reverses__decision"
-    ).get(pk=message.enforcement_id)
-    body = {
-        "type": message.type,
-        "data": _enforcement_data(enforcement, first_attempt_at=first_attempt_at),
-    }
+    body = {"type": message.type, "data": data}
     if len(_encode(body)) > webhooks.MAX_BODY_BYTES:
         raise ValueError(f"outbox message {message.pk}: body over {webhooks.MAX_BODY_BYTES} bytes")
     # Conditional: when two workers race on the first attempt, the first body written stays.

@@ -62,6 +62,13 @@ class OutboxMessage(models.Model):
     enforcement = models.OneToOneField(
         Enforcement, null=True, blank=True, on_delete=models.PROTECT, related_name="message"
     )
+    appeal = models.OneToOneField(
+        "reviews.Appeal",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="resolution_message",
+    )  # appeal.resolved
     # Ordering keys: a message waits for every earlier undelivered message of its listing or seller.
     listing = models.ForeignKey("detection.Listing", on_delete=models.PROTECT, related_name="+")
     seller = models.ForeignKey("detection.Seller", on_delete=models.PROTECT, related_name="+")

@@ -6,13 +6,13 @@ from django.db import transaction
 
 from detection.intake.tokens import hash_token
 from detection.models import ServiceToken
-from moderation_portal.core.access import DETECTION_TIER
+from moderation_portal.core.access import DETECTION_TIER, MACHINE_ROLES
 
 
 class Command(BaseCommand):
     help = (
-        "Provision the detection tier's credentials; prints the token once (only its hash is "
-        "stored)."
+        "Provision a machine account's credentials (the detection tier by default, or the "
+        "marketplace with --role marketplace); prints the token once (only its hash is stored)."
     )
 
     def add_arguments(self, parser):
@@ -20,9 +20,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rotate", action="store_true", help="replace the token of an existing account"
         )
+        parser.add_argument("--role", choices=MACHINE_ROLES, default=DETECTION_TIER)
 
     @transaction.atomic
-    def handle(self, *args, name, rotate=False, **options):
+    def handle(self, *args, name, rotate=False, role=DETECTION_TIER, **options):
         key = "mpt_" + secrets.token_urlsafe(32)
         username = f"svc-{name}"
         existing = ServiceToken.objects.filter(name=name).first()
@@ -33,7 +34,7 @@ class Command(BaseCommand):
         user, _ = User.objects.get_or_create(username=username)
         user.set_unusable_password()  # a machine never logs in to the pages
         user.save()
-        user.groups.add(Group.objects.get(name=DETECTION_TIER))
+        user.groups.set([Group.objects.get(name=role)])
         ServiceToken.objects.update_or_create(
             name=name,
             defaults={
