@@ -1,6 +1,7 @@
 from django.urls import path
 
 from reviews.appeals import apis as appeal_apis
+from reviews.appeals import views as appeal_views
 from reviews.cases import apis, views
 from reviews.cases.consumers import CaseConsumer, QueuesConsumer
 from reviews.enforcement import apis as enforcement_apis
@@ -32,6 +33,11 @@ urlpatterns = [
     path("qa/", qa_views.qa_page, name="qa"),
     path("qa/claim/", qa_views.qa_claim, name="qa_claim"),
     path("qa/samples/<int:sample_id>/", qa_views.qa_sample, name="qa_sample"),
+    path("appeals/", appeal_views.appeals_page, name="appeals"),
+    path("appeals/claim/", appeal_views.appeal_claim, name="appeal_claim"),
+    path("appeals/<int:appeal_id>/", appeal_views.appeal_page, name="appeal"),
+    path("appeals/<int:appeal_id>/decide/", appeal_views.appeal_decide, name="appeal_decide"),
+    path("appeals/<int:appeal_id>/release/", appeal_views.appeal_release, name="appeal_release"),
     path("enforcement/", enforcement_views.enforcement_page, name="enforcement"),
     path(
         "enforcement/redeliver/",
@@ -93,6 +99,11 @@ api_urlpatterns = [
         name="api-appeal-claim-next",
     ),
     path("appeals/<int:appeal_id>/", appeal_apis.AppealDetailApi.as_view(), name="api-appeal"),
+    path(
+        "sellers/<str:seller_id>/strikes/",
+        appeal_apis.SellerStrikesApi.as_view(),
+        name="api-seller-strikes",
+    ),
     path(
         "appeals/<int:appeal_id>/decision/",
         appeal_apis.AppealDecisionApi.as_view(),

@@ -137,6 +137,7 @@ ROUTES: dict[str, Expect] = {
     "api-appeals": Expect((MARKETPLACE,), body=_appeal),
     "api-appeal-claim-next": Expect((APPEALS,)),
     "api-appeal": Expect((APPEALS,)),
+    "api-seller-strikes": Expect((MODERATOR, APPEALS)),
     "api-appeal-decision": Expect(
         (APPEALS,), body=lambda w: {"outcome": "overturn", "notes": "an outsider's overturn"}
     ),
@@ -175,6 +176,13 @@ ROUTES: dict[str, Expect] = {
     "reviews:qa": Expect((QA_LEAD,)),
     "reviews:qa_claim": Expect((QA_LEAD,)),
     "reviews:qa_sample": Expect((QA_LEAD,), body=lambda w: {"outcome": "agree"}),
+    "reviews:appeals": Expect((APPEALS,)),
+    "reviews:appeal_claim": Expect((APPEALS,)),
+    "reviews:appeal": Expect((APPEALS,)),
+    "reviews:appeal_decide": Expect(
+        (APPEALS,), body=lambda w: {"outcome": "overturn", "notes": "an outsider's overturn"}
+    ),
+    "reviews:appeal_release": Expect((APPEALS,)),
     "reviews:enforcement": Expect((POLICY_ADMIN,)),
     "reviews:enforcement_redeliver": Expect((POLICY_ADMIN,), body=lambda w: {"failed": "1"}),
     "reviews:enforcement_endpoint_enable": Expect((POLICY_ADMIN,)),

@@ -7,6 +7,8 @@ APPEND_ONLY_MODELS: tuple[str, ...] = (
     "reviews.Decision",
     "reviews.QaReview",
     "reviews.DeliveryAttempt",
+    "reviews.Strike",
+    "reviews.StrikeWithdrawal",
 )
 
 _FUNCTION = """

@@ -8,10 +8,12 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from moderation_portal.core.access import APPEALS, MARKETPLACE, role_permission
+from detection.models import Seller
+from moderation_portal.core.access import APPEALS, MARKETPLACE, MODERATOR, role_permission
 from moderation_portal.core.api import error_response
 from reviews.appeals import intake, services
 from reviews.appeals.models import Appeal
+from reviews.appeals.strikes import seller_strikes
 from reviews.enforcement.models import StatementOfReasons
 
 
@@ -172,3 +174,14 @@ class AppealDecisionApi(APIView):
             code = 403 if exc.code in ("same_reviewer", "forbidden") else 400
             return error_response(exc.code, str(exc), status_code=code)
         return Response(appeal_payload(_get(decided.pk), full=True))
+
+
+class SellerStrikesApi(APIView):
+    permission_classes = [role_permission(MODERATOR, APPEALS)]
+
+    @extend_schema(responses={200: OpenApiResponse(description="the seller's strike ledger")})
+    def get(self, request, seller_id: str):
+        seller = Seller.objects.filter(external_id=seller_id).first()
+        if seller is None:
+            return error_response("not_found", "No such seller.", status_code=404)
+        return Response({"seller_id": seller.external_id, **seller_strikes(seller_id=seller.pk)})

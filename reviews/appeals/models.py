@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from moderation_portal.core.models import AppendOnlyModel
+
 
 class Appeal(models.Model):
     class State(models.TextChoices):
@@ -85,3 +87,31 @@ class RefusedAppeal(models.Model):
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+
+
+class Strike(AppendOnlyModel):
+    """One strike against a seller (DSA Art. 23): a restriction a decision enforced. The ledger
+    is append-only; counts are derived from it server-side, and a withdrawal is a row of its
+    own (`StrikeWithdrawal`), never an edit."""
+
+    seller = models.ForeignKey("detection.Seller", on_delete=models.PROTECT, related_name="+")
+    decision = models.OneToOneField(
+        "reviews.Decision", on_delete=models.PROTECT, related_name="strike"
+    )
+    policy = models.CharField(max_length=32)
+    weight = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["seller", "expires_at"], name="strike_seller_active")]
+
+
+class StrikeWithdrawal(AppendOnlyModel):
+    """A strike taken back: its decision was overturned on appeal or corrected by QA."""
+
+    strike = models.OneToOneField(Strike, on_delete=models.PROTECT, related_name="withdrawal")
+    decision = models.ForeignKey(
+        "reviews.Decision", on_delete=models.PROTECT, related_name="+"
+    )  # the decision that superseded the strike's
+    created_at = models.DateTimeField(default=timezone.now)

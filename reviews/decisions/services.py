@@ -20,6 +20,7 @@ from detection.tasks import reference_add_task
 from moderation_portal.core import live
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_event
 from moderation_portal.core.models import AuditEvent
+from reviews.appeals.strikes import strikes_record
 from reviews.cases.models import Case
 from reviews.decisions.models import Decision
 from reviews.enforcement.models import Enforcement, OutboxMessage
@@ -125,12 +126,13 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 )
             )
         Enforcement.objects.bulk_create(outbox)
-        if outbox:
-            sellers = dict(
-                Listing.objects.filter(id__in={e.listing_id for e in outbox}).values_list(
-                    "id", "seller_id"
-                )
+        seller_of = dict(
+            Listing.objects.filter(id__in={item.case.listing_id for item in new}).values_list(
+                "id", "seller_id"
             )
+        )
+        if outbox:
+            sellers = {e.listing_id: seller_of[e.listing_id] for e in outbox}
             traces = {item.case.listing_id: item.case.trace_id for item in new}
             outbox_order_lock(set(sellers.values()))
             OutboxMessage.objects.bulk_create(
@@ -149,6 +151,12 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
             )
         AuditEvent.objects.bulk_create(audits)
         statements_create(decisions)
+        strikes_record(
+            [
+                (decision, item.supersedes, seller_of[item.case.listing_id])
+                for item, decision in zip(new, decisions, strict=True)
+            ]
+        )
         for item, decision in zip(new, decisions, strict=True):
             qa_sample_for(decision=decision, case=item.case)
             if (

@@ -258,3 +258,47 @@ def test_an_uphold_keeps_everything_and_answers_the_seller(marketplace_client, r
     resolved = OutboxMessage.objects.get(appeal_id=appeal_id)
     assert message_body(resolved)["data"]["notes"] == notes
     assert message_body(resolved)["data"]["reversals"] == []
+
+
+@pytest.mark.django_db
+def test_an_overturn_withdraws_the_strike_and_the_ledger_says_so(
+    marketplace_client, reviewer, moderator
+):
+    enforcement = removal(seller="seller-strikes")
+    open_cases(0.97, seller="seller-strikes")  # a second removal: a second strike
+    api = api_client_for(moderator)
+    ledger = api.get("/api/v1/sellers/seller-strikes/strikes/").json()
+    assert (ledger["active"], ledger["total"], ledger["window_days"]) == (2, 2, 90)
+
+    appeal_id = post(marketplace_client, body(enforcement)).json()["id"]
+    staff = api_client_for(reviewer)
+    staff.post("/api/v1/appeals/claim-next/")
+    staff.post(
+        f"/api/v1/appeals/{appeal_id}/decision/",
+        {"outcome": "overturn", "notes": "A replica, as the seller says."},
+        format="json",
+    )
+    ledger = api.get("/api/v1/sellers/seller-strikes/strikes/").json()
+    assert (ledger["active"], ledger["total"]) == (1, 2)
+    withdrawn = next(s for s in ledger["strikes"] if s["decision_id"] == enforcement.decision_id)
+    overturn = Appeal.objects.get(pk=appeal_id).overturn_decision_id
+    assert withdrawn == {**withdrawn, "withdrawn": True, "active": False}
+    assert withdrawn["withdrawn_by_decision"] == overturn
+    assert api.get("/api/v1/sellers/nobody/strikes/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_strike_ledger_refuses_edits():
+    from django.db import DatabaseError, connection, transaction
+
+    from moderation_portal.core.models import AppendOnlyError
+    from reviews.appeals.models import Strike
+
+    removal(seller="seller-ledger")
+    strike = Strike.objects.get()
+    with pytest.raises(AppendOnlyError):
+        Strike.objects.filter(pk=strike.pk).update(weight=0)
+    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE reviews_strike SET weight = 0 WHERE id = %s", [strike.pk])
+    strike.refresh_from_db()
+    assert strike.weight == 1
