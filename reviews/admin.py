@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from reviews.appeals.models import Appeal, RefusedAppeal
 from reviews.cases.models import Case, Queue
 from reviews.enforcement.models import (
     DeliveryAttempt,
@@ -72,3 +73,19 @@ class StatementOfReasonsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Appeal)
+class AppealAdmin(admin.ModelAdmin):
+    list_display = ("appeal_id", "enforcement", "state", "outcome", "received_at", "sla_due_at")
+    list_filter = ("state", "outcome")
+    search_fields = ("appeal_id",)
+    readonly_fields = [f.name for f in Appeal._meta.fields]
+
+
+@admin.register(RefusedAppeal)
+class RefusedAppealAdmin(admin.ModelAdmin):
+    list_display = ("received_at", "code", "appeal_id", "enforcement_ref", "message")
+    list_filter = ("code",)
+    search_fields = ("appeal_id", "enforcement_ref")
+    readonly_fields = [f.name for f in RefusedAppeal._meta.fields]
