@@ -127,8 +127,10 @@ def deliver(
     connect_timeout: float,
     read_timeout: float,
     now: Callable[[], float] | None = None,
+    client: httpx2.Client | None = None,
 ) -> DeliveryResult:
-    """POST `body` once to `url`, signed with the current time; the result says what happened."""
+    """POST `body` once to `url`, signed with the current time; the result says what happened.
+    Pass a long-lived `client` to keep connections (and its TLS context) between deliveries."""
     if len(body) > MAX_BODY_BYTES:
         raise ValueError(f"webhook body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
     if not url.startswith(("https://", "http://")):
@@ -143,18 +145,22 @@ def deliver(
     def elapsed_ms() -> int:
         return round((time.monotonic() - started) * 1000)
 
+    own = client is None
+    http = client if client is not None else httpx2.Client(follow_redirects=False)
     try:
-        with (
-            httpx2.Client(timeout=timeout, follow_redirects=False) as client,
-            # Streamed and never read: only the status and headers matter.
-            client.stream("POST", url, content=body, headers=headers) as response,
-        ):
+        # Streamed and never read: only the status and headers matter.
+        with http.stream(
+            "POST", url, content=body, headers=headers, timeout=timeout, follow_redirects=False
+        ) as response:
             status = response.status_code
             retry_after = retry_after_seconds(response.headers.get("retry-after"), now=clock())
     except httpx2.TimeoutException as exc:
         return _unreachable(f"timeout ({type(exc).__name__})", elapsed_ms())
     except httpx2.TransportError as exc:
         return _unreachable(f"transport error ({type(exc).__name__})", elapsed_ms())
+    finally:
+        if own:
+            http.close()
     delivered = 200 <= status < 300
     return DeliveryResult(
         status_code=status,
