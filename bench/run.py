@@ -9,7 +9,16 @@ from pathlib import Path
 from bench._common import RESULTS
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["ingest", "gradcam", "knn", "llm_verdict", "claim", "review_page", "live_updates"]
+ORDER = [
+    "ingest",
+    "gradcam",
+    "knn",
+    "llm_verdict",
+    "claim",
+    "review_page",
+    "live_updates",
+    "enforcement",
+]
 
 
 def main(names: list[str]) -> int:
