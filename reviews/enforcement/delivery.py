@@ -25,7 +25,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 
 import httpx2
@@ -198,31 +198,41 @@ def _earlier_undelivered(key: str) -> Exists:
 
 
 def messages_claim(
-    *, limit: int, now: datetime, exclude_ids: Iterable[int] = ()
+    *, limit: int, now: datetime, exclude_ids: Collection[int] = ()
 ) -> list[OutboxMessage]:
     """Claim up to `limit` due messages (oldest first) whose listing and seller have no earlier
     undelivered message; each comes back in state `sending` with this claim's lease."""
     lease_until = now + timedelta(seconds=_lease_seconds())
-    candidates = (
-        OutboxMessage.objects.filter(_due(now))
-        .exclude(id__in=list(exclude_ids))
-        .filter(~_earlier_undelivered("listing_id"), ~_earlier_undelivered("seller_id"))
-        .order_by("id")
-    )
-    claimed = []
+    # Two scans, each on its own partial index, instead of one OR that makes PostgreSQL walk
+    # every delivered row from the oldest: stale claims of killed workers first (rare), then
+    # due messages in id order. Order between messages is kept by the two NOT EXISTS checks.
+    scans = [
+        Q(state=State.SENDING, lease_until__lt=now),
+        Q(state__in=OPEN_STATES, next_attempt_at__lte=now),
+    ]
+    claimed: list[OutboxMessage] = []
     with transaction.atomic():
-        if connection.features.has_select_for_update_skip_locked:
-            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-        for message in candidates[:limit]:
-            taken = (
-                OutboxMessage.objects.filter(_due(now), pk=message.pk).update(
-                    state=State.SENDING, lease_until=lease_until
-                )
-                == 1
+        for scan in scans:
+            if len(claimed) >= limit:
+                break
+            candidates = (
+                OutboxMessage.objects.filter(scan)
+                .exclude(id__in=[*exclude_ids, *(m.pk for m in claimed)])
+                .filter(~_earlier_undelivered("listing_id"), ~_earlier_undelivered("seller_id"))
+                .order_by("id")
             )
-            if taken:
-                message.state, message.lease_until = State.SENDING, lease_until
-                claimed.append(message)
+            if connection.features.has_select_for_update_skip_locked:
+                candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+            for message in candidates[: limit - len(claimed)]:
+                taken = (
+                    OutboxMessage.objects.filter(_due(now), pk=message.pk).update(
+                        state=State.SENDING, lease_until=lease_until
+                    )
+                    == 1
+                )
+                if taken:
+                    message.state, message.lease_until = State.SENDING, lease_until
+                    claimed.append(message)
     return claimed
 
 

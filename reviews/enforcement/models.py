@@ -96,6 +96,12 @@ class OutboxMessage(models.Model):
                 name="outbox_due",
             ),
             models.Index(
+                fields=["id"], condition=Q(state__in=["pending", "retrying"]), name="outbox_open_id"
+            ),
+            models.Index(
+                fields=["lease_until"], condition=Q(state="sending"), name="outbox_sending"
+            ),
+            models.Index(
                 fields=["listing", "id"],
                 condition=~Q(state="delivered"),
                 name="outbox_open_listing",
