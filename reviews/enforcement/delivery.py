@@ -252,7 +252,7 @@ def _give_back(message: OutboxMessage) -> None:
 # --- sending --------------------------------------------------------------------------------
 
 
-def _retry_delay(attempts: int, retry_after: int | None) -> float | None:
+def retry_delay(attempts: int, retry_after: int | None) -> float | None:
     """Seconds until the next attempt after `attempts` attempts; None when the schedule is
     exhausted."""
     schedule = settings.ENFORCEMENT_RETRY_SCHEDULE
@@ -301,7 +301,7 @@ def message_send(message: OutboxMessage) -> str:
         # The attempt counts; the message waits, as it was, for the endpoint to be enabled.
         outcome, changes = "disabled", {"state": State.PENDING, "next_attempt_at": finished_at}
     else:
-        delay = _retry_delay(attempts, result.retry_after_seconds)
+        delay = retry_delay(attempts, result.retry_after_seconds)
         if delay is None:
             outcome, changes = "failed", {"state": State.FAILED}
         else:

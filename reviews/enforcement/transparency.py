@@ -13,7 +13,6 @@ so the statements it did not object to go back to be sent at once in the next ba
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -24,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from reviews.enforcement import tdb
+from reviews.enforcement.delivery import retry_delay
 from reviews.enforcement.models import StatementOfReasons
 from reviews.enforcement.statements import statements_rewrite
 from reviews.policies.models import LadderVersion
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 State = StatementOfReasons.State
 OPEN_STATES = (State.PENDING, State.RETRYING)
-JITTER = 0.10
 MAX_BATCHES_PER_RUN = 20
 
 
@@ -69,14 +68,6 @@ def statements_claim(*, limit: int, now: datetime) -> list[StatementOfReasons]:
             id__in=ids, state=State.SUBMITTING, lease_until=lease_until
         ).order_by("id")
     )
-
-
-def _retry_delay(attempts: int, retry_after: int | None) -> float | None:
-    schedule = settings.ENFORCEMENT_RETRY_SCHEDULE
-    if attempts >= len(schedule):
-        return None
-    delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)
-    return max(delay, float(retry_after)) if retry_after is not None else delay
 
 
 def _mine(row: StatementOfReasons):
@@ -127,7 +118,7 @@ def batch_submit(rows: list[StatementOfReasons]) -> Counter[str]:
                 "last_error": answer.error or "",
             }
         elif answer.retry:
-            delay = _retry_delay(row.attempts + 1, answer.retry_after_seconds)
+            delay = retry_delay(row.attempts + 1, answer.retry_after_seconds)
             if delay is None:
                 outcome, changes = "failed", {"state": State.FAILED, "last_error": answer.error}
             else:
