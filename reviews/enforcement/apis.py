@@ -11,20 +11,21 @@ from moderation_portal.core.api import error_response
 from reviews.decisions.models import Decision
 from reviews.enforcement import operations, selectors
 from reviews.enforcement.models import StatementOfReasons
+from reviews.enforcement.transparency import submission_configured
 
 SUBMISSION_FIELDS = ("state", "attempts", "submitted_at", "already_filed", "tdb_uuid", "errors")
 
 
 def statement_payload(row: StatementOfReasons) -> dict:
     """The statement in the Transparency Database's field names, and where its filing stands."""
-    status = selectors.delivery_status()["statements"]
+    configured = submission_configured()
     return {
         **row.statement,
         "decision_id": row.decision_id,
         "ladder_version": row.ladder_version.version,
         "submission": {
-            "configured": status["configured"],
-            "status": status["status"],
+            "configured": configured,
+            "status": "configured" if configured else selectors.TDB_NOT_CONFIGURED,
             "state": row.state,
             "attempts": row.attempts,
             "submitted_at": row.submitted_at.isoformat() if row.submitted_at else None,
