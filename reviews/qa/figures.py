@@ -1,6 +1,6 @@
 """QA figures: agreement with Wilson intervals, Cohen's kappa and the confusion matrix per
 policy, decision source, model and prompt version and reviewer; the auto-verification rate and
-the reduction in human reviews."""
+the reduction in human reviews; appeal and overturn rates of restricting decisions."""
 
 import math
 from datetime import timedelta
@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from reviews.appeals.models import Appeal
 from reviews.cases.models import Case
 from reviews.decisions.models import Decision
 from reviews.qa.models import QaReview, QaSample
@@ -115,4 +116,91 @@ def qa_figures(*, days: int) -> dict:
         "human_reviews_without_llm": needing_people,
         "human_review_reduction": llm_verified / needing_people if needing_people else None,
         "pending_samples": QaSample.objects.filter(state=QaSample.State.PENDING).count(),
+    }
+
+
+RESTRICTING_ACTIONS = (Decision.Action.REMOVE, Decision.Action.WARN, Decision.Action.SUSPEND)
+NO_LLM_VERDICT = "no LLM verdict"
+
+
+def _appeal_row(counts: dict) -> dict:
+    decisions, appealed = counts["decisions"], counts["appealed"]
+    decided, overturned = counts["decided"], counts["overturned"]
+    appeal_low, appeal_high = wilson(appealed, decisions)
+    overturn_low, overturn_high = wilson(overturned, decided)
+    return {
+        "decisions": decisions,
+        "appealed": appealed,
+        "appeal_rate": appealed / decisions if decisions else None,
+        "appeal_ci_low": appeal_low,
+        "appeal_ci_high": appeal_high,
+        "decided": decided,
+        "overturned": overturned,
+        "overturn_rate": overturned / decided if decided else None,
+        "overturn_ci_low": overturn_low,
+        "overturn_ci_high": overturn_high,
+    }
+
+
+def appeal_figures(*, days: int) -> dict:
+    """Appeal and overturn rates of the restricting decisions (a violation with remove, warn or
+    suspend) made in the last `days` days, overall and per grouping. A decision counts as
+    appealed if any appeal of it has arrived so far; the overturn rate is over its appeals
+    decided so far. One aggregate query per grouping: the join to appeals repeats a decision
+    per appeal, so decisions are counted distinct."""
+    since = timezone.now() - timedelta(days=days)
+    restricting = Decision.objects.filter(
+        created_at__gte=since,
+        verdict=Decision.Verdict.VIOLATION,
+        action__in=RESTRICTING_ACTIONS,
+    )
+    decided = Q(appeals__state=Appeal.State.DECIDED)
+    counts = {
+        "decisions": Count("id", distinct=True),
+        "appealed": Count("id", distinct=True, filter=Q(appeals__isnull=False)),
+        "decided": Count("appeals", distinct=True, filter=decided),
+        "overturned": Count(
+            "appeals", distinct=True, filter=decided & Q(appeals__outcome=Appeal.Outcome.OVERTURN)
+        ),
+    }
+    source_labels = dict(Decision.Source.choices)
+    groupings = {
+        "policy": (restricting, ("policy_id",), lambda r: r["policy_id"] or "no policy"),
+        "source": (restricting, ("source",), lambda r: source_labels.get(r["source"], r["source"])),
+        "detection_model": (
+            restricting,
+            ("case__detection_event__model_name", "case__detection_event__model_version"),
+            lambda r: (
+                f"{r['case__detection_event__model_name']} "
+                f"{r['case__detection_event__model_version']}"
+            ),
+        ),
+        "llm": (
+            restricting,
+            ("llm_verdict__model", "llm_verdict__prompt_version"),
+            lambda r: (
+                f"{r['llm_verdict__model']} · prompt {r['llm_verdict__prompt_version']}"
+                if r["llm_verdict__model"] is not None
+                else NO_LLM_VERDICT
+            ),
+        ),
+        "moderator": (
+            restricting.filter(source=Decision.Source.HUMAN),
+            ("decided_by__username",),
+            lambda r: r["decided_by__username"],
+        ),
+    }
+    groups = {}
+    for name, (decisions, fields, key) in groupings.items():
+        rows: dict[str, dict] = {}
+        for r in decisions.order_by().values(*fields).annotate(**counts):
+            # different values may read the same; each decision is in one row, so they add up
+            total = rows.setdefault(key(r), dict.fromkeys(counts, 0))
+            for field in counts:
+                total[field] += r[field]
+        groups[name] = {k: _appeal_row(rows[k]) for k in sorted(rows)}
+    return {
+        "days": days,
+        "overall": _appeal_row(restricting.aggregate(**counts)),
+        "groups": groups,
     }

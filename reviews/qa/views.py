@@ -12,7 +12,7 @@ from reviews.decisions.models import Decision
 from reviews.decisions.rules import MAX_NOTES, decision_problems, normalised_policy
 from reviews.decisions.services import DecisionSpec
 from reviews.qa import services as qa
-from reviews.qa.figures import qa_figures
+from reviews.qa.figures import appeal_figures, qa_figures
 from reviews.qa.models import QaReview, QaSample
 
 
@@ -23,7 +23,12 @@ def qa_page(request):
         days = max(1, min(int(request.GET.get("days", "30")), 365))
     except ValueError:
         days = 30
-    return render(request, "reviews/qa.html", {"figures": qa_figures(days=days), "days": days})
+    context = {
+        "figures": qa_figures(days=days),
+        "appeals": appeal_figures(days=days),
+        "days": days,
+    }
+    return render(request, "reviews/qa.html", context)
 
 
 @require_POST
