@@ -38,7 +38,21 @@ class ServiceTokenAdmin(admin.ModelAdmin):
 
 
 admin.site.register(EnrichmentStep)
-admin.site.register(KnownBadImage)
+
+
+@admin.register(KnownBadImage)
+class KnownBadImageAdmin(admin.ModelAdmin):
+    # Read only: the bank changes through imports and decisions, each audited and versioned.
+    list_display = ("id", "source", "policy", "label", "decision_id", "created_at", "withdrawn_at")
+    list_filter = ("source", "policy")
+    search_fields = ("sha256", "bank_ref")
+    readonly_fields = [f.name for f in KnownBadImage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ReferenceIndexVersion)

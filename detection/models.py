@@ -233,6 +233,9 @@ class ReferenceItem(models.Model):
     model_version = models.CharField(max_length=128)
     vector = models.BinaryField()
     created_at = models.DateTimeField(default=timezone.now)
+    # A person took the decision back (an overturn, a QA correction): kept, never compared with.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_by_decision_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -302,6 +305,15 @@ class Neighbour(models.Model):
 
 
 class KnownBadImage(models.Model):
+    """An image new listings must not carry: from an imported bank, or from a violation a person
+    confirmed (the decision is its provenance). Withdrawal is soft: the row and its history stay,
+    matching leaves it out (detection.evidence.banks)."""
+
+    class Source(models.TextChoices):
+        IMPORT = "import", "imported bank"
+        DECISION = "decision", "confirmed decision"
+
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.IMPORT)
     sha256 = models.CharField(max_length=64, db_index=True)
     phash = models.BigIntegerField(db_index=True)  # 64-bit pHash, stored signed
     reference_hashes = models.JSONField(
@@ -310,6 +322,36 @@ class KnownBadImage(models.Model):
     policy = models.CharField(max_length=32)
     label = models.CharField(max_length=300, blank=True)
     bank_ref = models.CharField(max_length=200, blank=True)
+    image = models.ForeignKey(
+        ListingImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )  # the banned original, for a decision's entry
+    case_id = models.BigIntegerField(null=True, blank=True)  # reviews.Case, by id (a higher layer)
+    decision_id = models.BigIntegerField(null=True, blank=True)
+    decision_action = models.CharField(max_length=16, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_by_decision_id = models.BigIntegerField(null=True, blank=True)
+    withdrawn_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["decision_id", "image"],
+                condition=models.Q(source="decision"),
+                name="one_known_bad_per_decision_image",
+            )
+        ]
+
+
+class EvidenceWithdrawal(models.Model):
+    """A decision whose evidence a person took back. Kept so that evidence added late (the
+    reference task runs after the decision's commit) for a decision already overturned is never
+    added live."""
+
+    decision_id = models.BigIntegerField(unique=True)  # reviews.Decision, by id
+    withdrawn_by_decision_id = models.BigIntegerField()
+    reason = models.CharField(max_length=300)
     created_at = models.DateTimeField(default=timezone.now)
 
 

@@ -1,7 +1,7 @@
 """Every model of the reviews app, gathered from its sub-packages (Django loads an app's models
 from this module). New code imports from the sub-package that owns a model."""
 
-from reviews.appeals.models import Appeal, RefusedAppeal
+from reviews.appeals.models import Appeal, RefusedAppeal, SuspensionProposal
 from reviews.cases.models import Case, CaseSkip, Queue, UserPreference
 from reviews.decisions.models import Decision
 from reviews.enforcement.models import (
@@ -29,6 +29,7 @@ __all__ = [
     "Queue",
     "RefusedAppeal",
     "StatementOfReasons",
+    "SuspensionProposal",
     "UserPreference",
     "WebhookEndpoint",
 ]

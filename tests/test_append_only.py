@@ -70,3 +70,14 @@ def test_the_frozen_seed_matches_the_live_defaults():
 
     mapping = importlib.import_module("reviews.migrations.0005_statements_of_reasons")
     assert mapping.MAPPING_V1 == DEFAULT_MAPPING == mapping_validate(DEFAULT_MAPPING)
+    from detection.policies import POLICY_CODES
+    from reviews.policies.models import LadderVersion
+    from reviews.policies.repeat import DEFAULT_RULES, default_rules, rules_validate
+
+    repeat = importlib.import_module(
+        "reviews.migrations.0009_repeat_rules_and_suspension_proposals"
+    )
+    assert repeat.RULES_V1 == DEFAULT_RULES
+    assert repeat.POLICIES_V1 == POLICY_CODES
+    assert rules_validate(default_rules()) == default_rules()
+    assert LadderVersion.objects.get(version=1).repeat_rules == default_rules()

@@ -12,7 +12,7 @@ from reviews.decisions.services import (
     decision_record,
     decisions_record,
 )
-from reviews.models import Case, Decision, Enforcement, QaReview, QaSample
+from reviews.models import Case, Decision, Enforcement, OutboxMessage, QaReview, QaSample
 from reviews.policies.services import ladder_active
 from reviews.qa import services as qa_services
 from tests.conftest import api_client_for
@@ -176,7 +176,12 @@ def test_a_machine_never_suspends_an_account(source, policy_admin):
 
 
 @pytest.mark.django_db
-def test_a_person_may_suspend(moderator):
+def test_a_person_may_suspend_a_seller_whose_warning_was_delivered(moderator):
+    (first,) = open_cases(0.97)  # the seller's first strike: removed and warned
+    warning = OutboxMessage.objects.get(
+        enforcement__decision__case=first, enforcement__action="warn_seller"
+    )
+    OutboxMessage.objects.filter(pk=warning.pk).update(state="delivered")  # the marketplace has it
     (case,) = open_cases(0.6)
     decision = decision_record(
         case=case,
@@ -218,11 +223,14 @@ def _enforcements(decision: Decision) -> list[tuple]:
 def test_a_qa_correction_to_no_violation_restores_the_listing(policy_admin, qa_lead):
     correction = qa_correction(policy_admin=policy_admin, qa_lead=qa_lead)
     original = correction.supersedes
-    (removal,) = Enforcement.objects.filter(decision=original)
-    assert removal.action == "remove_listing"
+    removal, warning = Enforcement.objects.filter(decision=original).order_by("id")
+    assert (removal.action, warning.action) == ("remove_listing", "warn_seller")  # first strike
     listing = original.case.listing_id
-    assert _enforcements(correction) == [("restore_listing", removal.id, listing)]
-    assert Enforcement.objects.count() == 2
+    assert _enforcements(correction) == [
+        ("restore_listing", removal.id, listing),
+        ("withdraw_warning", warning.id, listing),
+    ]
+    assert Enforcement.objects.count() == 4
     assert_one_audit_row_per_decision()
 
 
@@ -236,13 +244,11 @@ def test_a_qa_correction_from_remove_to_warn_restores_the_listing_and_warns(poli
         ),
     )
     original = correction.supersedes
-    (removal,) = Enforcement.objects.filter(decision=original)
-    assert removal.action == "remove_listing"
+    removal, warning = Enforcement.objects.filter(decision=original).order_by("id")
+    assert (removal.action, warning.action) == ("remove_listing", "warn_seller")  # first strike
     listing = original.case.listing_id
-    assert _enforcements(correction) == [
-        ("restore_listing", removal.id, listing),
-        ("warn_seller", None, listing),
-    ]
+    # the seller's warning stands already: the correction only restores the listing
+    assert _enforcements(correction) == [("restore_listing", removal.id, listing)]
     assert Enforcement.objects.count() == 3
     assert_one_audit_row_per_decision()
 
@@ -258,7 +264,8 @@ def test_an_appeal_over_a_correction_reverses_only_what_still_stands(
             verdict="violation", policy="firearms", action="warn", notes="a first offence"
         ),
     )
-    warning = Enforcement.objects.get(decision=correction, action="warn_seller")
+    # the warning the first strike sent stands behind the correction
+    warning = Enforcement.objects.get(decision=correction.supersedes, action="warn_seller")
     upheld = decision_record(
         case=correction.case,
         source=Decision.Source.APPEAL,

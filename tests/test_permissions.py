@@ -98,7 +98,7 @@ def _appeal(w):
 
 
 def _appeal_of(sample):
-    enforcement = Enforcement.objects.get(decision=sample.decision)
+    enforcement = Enforcement.objects.get(decision=sample.decision, action="remove_listing")
     return {
         "appeal_id": "matrix-appeal",
         "enforcement_id": enforcement.pk,
@@ -113,6 +113,13 @@ def _mapping_form(w):
     for code, row in w.ladder_v1.statement_mapping["policies"].items():
         form.update({f"{code}.{key}": value for key, value in row.items()})
     return form
+
+
+def _repeat_form(w):
+    form: dict = {}
+    for code, row in w.ladder_v1.repeat_rules.items():
+        form.update({f"{code}.{key}": str(value) for key, value in row.items()})
+    return {**form, "firearms.strike_weight": "3"}
 
 
 # Route name (as reverse() spells it) -> who may use it. Path converters are filled from World.
@@ -188,6 +195,8 @@ ROUTES: dict[str, Expect] = {
     "reviews:enforcement_endpoint_enable": Expect((POLICY_ADMIN,)),
     "reviews:statements_resubmit": Expect((POLICY_ADMIN,), body=lambda w: {"rejected": "1"}),
     "reviews:ladder_statements_save": Expect((POLICY_ADMIN,), body=_mapping_form),
+    "reviews:ladder_repeat_save": Expect((POLICY_ADMIN,), body=_repeat_form),
+    "reviews:seller": Expect((MODERATOR, APPEALS)),
     "reviews:ladder": Expect(LADDER_READERS),
     "reviews:ladder_draft_start": Expect((POLICY_ADMIN,)),
     "reviews:ladder_draft_save": Expect((POLICY_ADMIN,), body=_ladder_form),

@@ -146,8 +146,11 @@ def step_neighbours(event: DetectionEvent) -> str:
             if int(ref_id) not in best or sim > best[int(ref_id)][0]:
                 best[int(ref_id)] = (float(sim), img.id)
     ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[: settings.NEIGHBOURS_SHOWN]
+    # an index version is immutable: references taken back since it was built are left out here
     existing = set(
-        ReferenceItem.objects.filter(id__in=[r for r, _ in ranked]).values_list("id", flat=True)
+        ReferenceItem.objects.filter(
+            id__in=[r for r, _ in ranked], withdrawn_at__isnull=True
+        ).values_list("id", flat=True)
     )
     rows = [
         Neighbour(
@@ -170,10 +173,10 @@ _matcher_cache: dict[tuple, object] = {}
 
 
 def _matcher():
-    from django.db.models import Count, Max
+    from detection.evidence.banks import bank_state
 
-    stats = KnownBadImage.objects.aggregate(n=Count("id"), last=Max("id"))
-    key = (stats["n"], stats["last"])
+    bank = bank_state()
+    key = bank.cache_key  # moves when an entry is added or withdrawn
     with _lock:
         matcher = _matcher_cache.get(key)
         if matcher is None:
@@ -185,17 +188,19 @@ def _matcher():
                     kb.sha256,
                     [from_signed64(kb.phash), *[from_signed64(h) for h in kb.reference_hashes]],
                 )
-                for kb in KnownBadImage.objects.only("id", "sha256", "phash", "reference_hashes")
+                for kb in KnownBadImage.objects.filter(withdrawn_at__isnull=True).only(
+                    "id", "sha256", "phash", "reference_hashes"
+                )
             ]
             _matcher_cache.clear()
             matcher = _matcher_cache[key] = HashMatcher(entries)
-    return matcher, stats["n"]
+    return matcher, bank
 
 
 def step_hashes(event: DetectionEvent) -> str:
     from detection.ml.phash import PHASH_MATCH_THRESHOLD, fingerprint_bytes
 
-    matcher, bank_size = _matcher()
+    matcher, bank = _matcher()
     images = stored_images(event)
     found = 0
     rows = []
@@ -212,7 +217,8 @@ def step_hashes(event: DetectionEvent) -> str:
     HashMatch.objects.bulk_create(rows, ignore_conflicts=True)
     matches = f"{found} match{'es' if found != 1 else ''}"
     return (
-        f"{matches} against {bank_size} known-bad images (pHash threshold {PHASH_MATCH_THRESHOLD})"
+        f"{matches} against {bank.size} known-bad images (bank v{bank.version}, "
+        f"pHash threshold {PHASH_MATCH_THRESHOLD})"
     )
 
 

@@ -28,7 +28,8 @@ class EventEvidence:
     steps: list[dict] = field(default_factory=list)
     neighbours: list[Neighbour] = field(default_factory=list)  # reference and index_version joined
     index_version: ReferenceIndexVersion | None = None
-    hash_matches: list[HashMatch] = field(default_factory=list)  # known_bad and image joined
+    # known_bad (with the banned original's image) and image joined
+    hash_matches: list[HashMatch] = field(default_factory=list)
 
 
 def evidence_for_events(*, events: dict[int, tuple[int, bool]]) -> dict[int, EventEvidence]:
@@ -58,7 +59,7 @@ def evidence_for_events(*, events: dict[int, tuple[int, bool]]) -> dict[int, Eve
     matches: dict[int, list[HashMatch]] = {}
     for m in (
         HashMatch.objects.filter(event_id__in=ids)
-        .select_related("known_bad", "image")
+        .select_related("known_bad__image", "image")
         .order_by("distance", "id")
     ):
         matches.setdefault(m.event_id, []).append(m)

@@ -18,7 +18,11 @@ logger = logging.getLogger(__name__)
 def references_add_for_decision(
     *, decision_id: int, case_id: int, event_id: int, policy: str, action: str, decided_at: datetime
 ) -> int:
-    """A confirmed violation: its listing's images become reference embeddings."""
+    """A confirmed violation: its listing's images join the known-bad hash bank (no model
+    needed) and become reference embeddings (raises StepUnavailable without an image model,
+    after the hashes are in). Returns the reference embeddings added. Safe to run twice, and a
+    no-op for a decision taken back meanwhile (detection.evidence.banks)."""
+    from detection.evidence.banks import bank_lock, decision_withdrawn, known_bad_add_for_decision
     from detection.evidence.vectors import (
         combine,
         embedder,
@@ -34,6 +38,16 @@ def references_add_for_decision(
     images = stored_images(event)
     if not images:
         return 0
+    known_bad_add_for_decision(
+        decision_id=decision_id,
+        case_id=case_id,
+        policy=policy,
+        action=action,
+        decided_at=decided_at,
+        images=images,
+        label=event.listing.title,
+        trace_id=event.trace_id,
+    )
     emb = embedder()
     vectors = image_vectors(images, emb)
     text = text_vectors([listing_text(event.listing.title, event.listing.description)])[0]
@@ -55,7 +69,12 @@ def references_add_for_decision(
         )
         for img, vec in zip(images, combined, strict=True)
     ]
-    ReferenceItem.objects.bulk_create(rows, ignore_conflicts=True)
+    with transaction.atomic():
+        bank_lock()
+        if decision_withdrawn(decision_id=decision_id):
+            logger.info("decision %s was taken back: no reference embeddings", decision_id)
+            return 0
+        ReferenceItem.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
 
@@ -68,7 +87,9 @@ def reference_index_build(
 
     version_of_model = model_version or space_version(embedder())
     rows = list(
-        ReferenceItem.objects.filter(model_version=version_of_model).values_list("id", "vector")
+        ReferenceItem.objects.filter(
+            model_version=version_of_model, withdrawn_at__isnull=True
+        ).values_list("id", "vector")
     )
     if not rows:
         raise ValueError(

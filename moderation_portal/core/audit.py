@@ -31,6 +31,10 @@ class AuditAction(models.TextChoices):
     REFERENCE_INDEX_BUILT = "reference_index_built"
     REFERENCE_INDEX_ACTIVATED = "reference_index_activated"
     KNOWN_BAD_IMPORTED = "known_bad_imported"
+    KNOWN_BAD_ADDED = "known_bad_added"
+    KNOWN_BAD_WITHDRAWN = "known_bad_withdrawn"
+    KNOWN_BAD_MATCH_ROUTED = "known_bad_match_routed"
+    REFERENCE_WITHDRAWN = "reference_withdrawn"
     ENDPOINT_DISABLED = "webhook_endpoint_disabled"
     ENDPOINT_ENABLED = "webhook_endpoint_enabled"
     ENFORCEMENT_REDELIVERED = "enforcement_redelivered"
@@ -38,6 +42,8 @@ class AuditAction(models.TextChoices):
     APPEAL_OPENED = "appeal_opened"
     APPEAL_CLAIMED = "appeal_claimed"
     APPEAL_DECIDED = "appeal_decided"
+    SUSPENSION_PROPOSED = "suspension_proposed"
+    SUSPENSION_PROPOSAL_RESOLVED = "suspension_proposal_resolved"
 
 
 def actor_label(user) -> str:

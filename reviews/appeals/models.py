@@ -115,3 +115,36 @@ class StrikeWithdrawal(AppendOnlyModel):
         "reviews.Decision", on_delete=models.PROTECT, related_name="+"
     )  # the decision that superseded the strike's
     created_at = models.DateTimeField(default=timezone.now)
+
+
+class SuspensionProposal(models.Model):
+    """The strike steps proposed suspending a seller (reviews/policies/repeat.py): the case whose
+    strike crossed the step waits in the escalation queue until a person decides. Nothing is
+    sent to the marketplace until then; a suspension also needs a warning delivered before."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "waiting for a person"
+        SUSPENDED = "suspended", "a person suspended the seller"
+        DECLINED = "declined", "a person decided against suspension"
+
+    seller = models.ForeignKey("detection.Seller", on_delete=models.PROTECT, related_name="+")
+    case = models.ForeignKey("reviews.Case", on_delete=models.PROTECT, related_name="+")
+    decision = models.ForeignKey(
+        "reviews.Decision", on_delete=models.PROTECT, related_name="+"
+    )  # the decision whose strike crossed the step
+    reason = models.CharField(max_length=300)
+    active_weight = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by_decision = models.ForeignKey(
+        "reviews.Decision", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["seller"], condition=Q(state="open"), name="one_open_suspension_proposal"
+            )
+        ]
+        ordering = ["-created_at"]

@@ -8,9 +8,11 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from moderation_portal.core.access import APPEALS, role_required
+from detection.models import Seller
+from moderation_portal.core.access import APPEALS, MODERATOR, role_required
 from reviews.appeals import services
 from reviews.appeals.models import Appeal
+from reviews.appeals.strikes import seller_strikes
 from reviews.cases.evidence import case_evidence
 from reviews.cases.preferences import preference_for
 from reviews.cases.selectors import seller_history
@@ -93,6 +95,7 @@ def appeal_page(request, appeal_id: int):
             .select_related("enforcement")
             .order_by("-received_at")[:20],
             "history": seller_history(seller_id=appeal.seller_id),
+            "strikes": seller_strikes(seller_id=appeal.seller_id),
             "holds": appeal.state == Appeal.State.CLAIMED
             and appeal.claimed_by_id == request.user.pk
             and appeal.lease_expires_at is not None
@@ -130,3 +133,26 @@ def appeal_decide(request, appeal_id: int):
 def appeal_release(request, appeal_id: int):
     services.appeal_release(appeal=_appeal(appeal_id), user=request.user)
     return redirect("reviews:appeals")
+
+
+@require_GET
+@role_required(MODERATOR, APPEALS)
+def seller_page(request, seller_id: int):
+    """A seller's standing: the strike ledger (derived server-side), warnings, suspension
+    proposals, appeals and cases."""
+    seller = Seller.objects.filter(pk=seller_id).first()
+    if seller is None:
+        raise Http404("no such seller")
+    return render(
+        request,
+        "reviews/seller.html",
+        {
+            "seller": seller,
+            "strikes": seller_strikes(seller_id=seller.pk),
+            "history": seller_history(seller_id=seller.pk),
+            "appeals": Appeal.objects.filter(seller=seller)
+            .select_related("enforcement")
+            .order_by("-received_at")[:50],
+            "listings": seller.listings.count(),
+        },
+    )

@@ -9,7 +9,7 @@ from reviews.cases import claims, selectors
 from reviews.cases.evidence import cases_evidence
 from reviews.cases.selectors import CASE_READERS
 from reviews.cases.serializers import CaseOutput, ClaimInput, DecisionInput, DecisionOutput
-from reviews.decisions.services import DecisionSpec
+from reviews.decisions.services import DecisionRefused, DecisionSpec
 
 
 class CaseListApi(APIView):
@@ -67,7 +67,11 @@ class CaseDecisionApi(APIView):
 
     @extend_schema(
         request=DecisionInput,
-        responses={201: DecisionOutput, 409: OpenApiResponse(description="lease not held")},
+        responses={
+            201: DecisionOutput,
+            409: OpenApiResponse(description="lease not held"),
+            422: OpenApiResponse(description="refused by the rules (e.g. no_prior_warning)"),
+        },
     )
     def post(self, request, case_id: int):
         case = selectors.case_get_for_user(case_id=case_id, user=request.user)
@@ -79,6 +83,8 @@ class CaseDecisionApi(APIView):
             )
         except claims.LeaseNotHeld as exc:
             return error_response("lease_not_held", str(exc), status_code=409)
+        except DecisionRefused as exc:
+            return error_response(exc.code, str(exc), status_code=422)
         return Response(DecisionOutput(decision).data, status=status.HTTP_201_CREATED)
 
 

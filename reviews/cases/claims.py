@@ -22,7 +22,7 @@ from moderation_portal.core.leases import (
 from moderation_portal.core.models import AuditEvent
 from reviews.cases.models import Case, CaseSkip, Queue
 from reviews.decisions.models import Decision
-from reviews.decisions.services import DecisionSpec, decision_record
+from reviews.decisions.services import DecisionSpec, decision_latest, decision_record
 from reviews.policies.services import ladder_active
 
 # A moderator who skipped or escalated a case is not offered it again for this long.
@@ -234,12 +234,15 @@ def case_decide(*, case: Case, user, spec: DecisionSpec) -> Decision:
             claimed_by=None,
         ):
             raise LeaseNotHeld("you do not hold a live claim on this case")
+        # A case the ladder acted on (an escalation for suspension) has a standing decision;
+        # the person's decision supersedes it, so nothing is enforced twice.
         return decision_record(
             case=case,
             source=Decision.Source.HUMAN,
             spec=spec,
             ladder=ladder_active(),
             user=user,
+            supersedes=decision_latest(case),
             now=now,
         )
 

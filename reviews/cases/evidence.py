@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from detection.evidence.read_model import EventEvidence, evidence_for_events
 from detection.evidence.vectors import model_description
-from detection.models import ReferenceItem
+from detection.models import KnownBadImage, ListingImage, ReferenceItem
 from llm_verify.models import LlmVerdict
 from reviews.cases.models import Case
 from reviews.decisions.models import Decision
@@ -18,11 +18,13 @@ def cases_evidence(cases: list[Case]) -> dict[int, dict]:
     base = evidence_for_events(
         events={c.detection_event_id: (c.listing_id, c.route != Case.Route.ALLOW) for c in cases}
     )
+    # the decisions behind similar cases and banned originals, and those that took them back
     reference_decisions = {
-        n.reference.decision_id
+        decision_id
         for ev in base.values()
-        for n in ev.neighbours
-        if n.reference.decision_id
+        for row in [*(n.reference for n in ev.neighbours), *(m.known_bad for m in ev.hash_matches)]
+        for decision_id in (row.decision_id, row.withdrawn_by_decision_id)
+        if decision_id
     }
     decisions = {d.id: d for d in Decision.objects.filter(id__in=reference_decisions)}
     verdicts: dict[int, LlmVerdict] = {}
@@ -41,12 +43,48 @@ def case_evidence(case: Case) -> dict:
     return cases_evidence([case])[case.id]
 
 
-def _neighbour_decision(ref: ReferenceItem, decision: Decision | None) -> str:
+def _neighbour_decision(
+    ref: ReferenceItem, decision: Decision | None, taken_back_by: Decision | None
+) -> str:
+    if ref.withdrawn_at is not None:
+        return _overturned(taken_back_by)
     if decision is not None:
         return f"{decision.get_verdict_display()}, {decision.get_action_display()}"
     return (
         "known-bad bank entry" if ref.source == ReferenceItem.Source.IMPORT else ref.decision_action
     )
+
+
+def _overturned(taken_back_by: Decision | None) -> str:
+    """A confirmed violation a person took back: no longer evidence of one."""
+    return f"overturned ({taken_back_by.get_source_display()})" if taken_back_by else "overturned"
+
+
+def _banned_original(known_bad: KnownBadImage, decisions: dict) -> dict | None:
+    """The image a decision banned and that decision, for a match against a decision's entry."""
+    if known_bad.source != KnownBadImage.Source.DECISION:
+        return None
+    decision = decisions.get(known_bad.decision_id)
+    image = known_bad.image
+    return {
+        "decision_id": known_bad.decision_id,
+        "case_id": known_bad.case_id,
+        "policy": known_bad.policy,
+        "action": decision.action if decision else known_bad.decision_action,
+        "action_label": decision.get_action_display() if decision else known_bad.decision_action,
+        "decided_at": known_bad.decided_at,
+        "image_url": (
+            reverse("reviews:listing_image", args=[image.id])
+            if image is not None and image.state == ListingImage.State.STORED
+            else None
+        ),
+        "withdrawn": known_bad.withdrawn_at is not None,
+        "withdrawn_label": (
+            _overturned(decisions.get(known_bad.withdrawn_by_decision_id))
+            if known_bad.withdrawn_at is not None
+            else ""
+        ),
+    }
 
 
 def _shown(ev: EventEvidence, decisions: dict, verdict: LlmVerdict | None, model: dict) -> dict:
@@ -59,7 +97,10 @@ def _shown(ev: EventEvidence, decisions: dict, verdict: LlmVerdict | None, model
                 "reference_id": ref.id,
                 "title": ref.title or ref.bank_ref,
                 "policy": ref.policy,
-                "decision": _neighbour_decision(ref, decision),
+                "decision": _neighbour_decision(
+                    ref, decision, decisions.get(ref.withdrawn_by_decision_id)
+                ),
+                "overturned": ref.withdrawn_at is not None,
                 "action": decision.action if decision else (ref.decision_action or "remove"),
                 "decided_at": ref.decided_at or ref.created_at,
                 "similarity": n.similarity,
@@ -85,6 +126,10 @@ def _shown(ev: EventEvidence, decisions: dict, verdict: LlmVerdict | None, model
             "detail": f"{m.known_bad.label or m.known_bad.bank_ref} (distance {m.distance})",
             "distance": m.distance,
             "image_id": m.image_id,
+            "image_stored": m.image.state == ListingImage.State.STORED,
+            "source": m.known_bad.source,
+            "withdrawn": m.known_bad.withdrawn_at is not None,
+            "original": _banned_original(m.known_bad, decisions),
         }
         for m in ev.hash_matches
     ]

@@ -10,10 +10,14 @@ Priority is an earliest-effective-deadline key, stored per case and indexed:
 Claim-next takes the smallest key first. Every key moves with the same clock, so the order is
 static and cheap to index, while cases near their SLA still rise: an old case's key is earlier
 than a fresh case's of the same policy and score.
+
+A case sent to the top of the queue (a re-upload of a banned image: reviews.cases.known_bad)
+has its key moved back a century: before every ordinary key, and in their usual order among
+themselves.
 """
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 SEVERITY_MINUTES = 60
 SCORE_MINUTES = 120
@@ -27,3 +31,16 @@ def priority_key(
     reach = min(math.log2(1 + max(seller_listings, 0)), REACH_CAP)
     credit = SEVERITY_MINUTES * severity + SCORE_MINUTES * score + REACH_MINUTES * reach
     return sla_due_at - timedelta(minutes=credit)
+
+
+TOP_OF_QUEUE_SHIFT = timedelta(days=36525)
+TOP_OF_QUEUE_LINE = datetime(1970, 1, 1, tzinfo=UTC)  # no ordinary key is this early
+
+
+def priority_key_top(key: datetime) -> datetime:
+    """The key that puts a case before every ordinary one; the same again when it is already."""
+    return key if priority_is_top(key) else key - TOP_OF_QUEUE_SHIFT
+
+
+def priority_is_top(key: datetime) -> bool:
+    return key < TOP_OF_QUEUE_LINE

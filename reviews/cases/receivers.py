@@ -1,15 +1,20 @@
-"""Reactions to detection's enrichment progress. Nothing here is mandatory: open pages refresh
-(a hint), and a pending LLM verification starts as soon as the evidence is complete instead of
-waiting for its fallback timer (reviews.cases.opening enqueues it with a countdown)."""
+"""Reactions to detection's enrichment progress: open pages refresh (a hint); a flag whose hash
+step matched an image a person banned is routed by the ladder's rule for it
+(reviews.cases.known_bad, as a task so a failure is retried); and a pending LLM verification
+starts as soon as the evidence is complete instead of waiting for its fallback timer
+(reviews.cases.opening enqueues it with a countdown)."""
+
+import logging
 
 from django.dispatch import receiver
 
-from detection.models import EnrichmentStep
+from detection.models import EnrichmentStep, HashMatch, KnownBadImage
 from detection.signals import enrichment_step_finished
 from moderation_portal.core import live
 from reviews.cases.models import Case
-from reviews.cases.tasks import llm_verify_case_task
+from reviews.cases.tasks import known_bad_route_task, llm_verify_case_task
 
+logger = logging.getLogger(__name__)
 FINISHED = [EnrichmentStep.State.DONE, EnrichmentStep.State.FAILED, EnrichmentStep.State.SKIPPED]
 
 
@@ -19,6 +24,21 @@ def enrichment_finished(sender, event_id, step, state, **kwargs):
     if row is None:
         return
     case_id, llm_state = row
+    if (
+        step == EnrichmentStep.Name.HASHES
+        and state == EnrichmentStep.State.DONE
+        and HashMatch.objects.filter(
+            event_id=event_id,
+            known_bad__source=KnownBadImage.Source.DECISION,
+            known_bad__withdrawn_at__isnull=True,
+        ).exists()
+    ):
+        try:
+            known_bad_route_task.apply_async(args=[event_id])
+        except Exception:
+            logger.warning(
+                "could not enqueue the known-bad routing of event %s", event_id, exc_info=True
+            )
     live.notify_case_changed(case_id, "enrichment")
     if llm_state == Case.LlmState.PENDING and not (
         EnrichmentStep.objects.filter(event_id=event_id).exclude(state__in=FINISHED).exists()

@@ -142,13 +142,25 @@ class CaseOutput(serializers.Serializer):
                             "similarity",
                             "case_id",
                             "source",
+                            "overturned",
                         )
                     }
                     for n in evidence["neighbours"]
                 ],
             },
             "hash_matches": [
-                {k: m[k] for k in ("kind", "policy", "distance", "detail")}
+                {
+                    **{k: m[k] for k in ("kind", "policy", "distance", "detail", "source")},
+                    "withdrawn": m["withdrawn"],
+                    "original": (
+                        {
+                            k: m["original"][k]
+                            for k in ("decision_id", "case_id", "policy", "action", "decided_at")
+                        }
+                        if m["original"]
+                        else None
+                    ),
+                }
                 for m in evidence["hash_matches"]
             ],
         }

@@ -1,6 +1,8 @@
 from celery import shared_task
+from django.db import OperationalError
 
 from reviews.cases.claims import leases_release_expired
+from reviews.cases.known_bad import known_bad_route
 from reviews.cases.verification import llm_run_for_case
 
 
@@ -18,3 +20,14 @@ def llm_verify_case_task(case_id: int) -> str | None:
     """
     verdict = llm_run_for_case(case_id=case_id)
     return verdict.status if verdict else None
+
+
+@shared_task(
+    name="reviews.known_bad_route_task",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    max_retries=5,
+)
+def known_bad_route_task(event_id: int) -> str | None:
+    """Route a flag that re-uploads a banned image by the ladder's rule (safe to run twice)."""
+    return known_bad_route(event_id=event_id)

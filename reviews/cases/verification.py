@@ -37,13 +37,14 @@ def context_for_case(case: Case) -> dict:
         for hm in img.heatmaps_for_case[:1]:
             note += f"; image model p({hm.policy})={hm.probability:.2f}"
         images.append({"id": img.external_id, "note": note})
+    # a violation a person took back since (an overturn, a QA correction) is a cleared case now
     similar = [
         {
             "case_id": str(n["case_id"]) if n["case_id"] else f"bank-{n['reference_id']}",
             "similarity": round(float(n["similarity"]), 3),
-            "policy": n["policy"],
-            "decision": "violation",
-            "action": n["action"],
+            "policy": None if n["overturned"] else n["policy"],
+            "decision": "no_violation" if n["overturned"] else "violation",
+            "action": "none" if n["overturned"] else n["action"],
             "title": (n["title"] or "")[:200],
         }
         for n in evidence["neighbours"][:CONTEXT_ITEMS]
@@ -54,7 +55,11 @@ def context_for_case(case: Case) -> dict:
             "image_id": m["image_external_id"],
             "distance": m["distance"],
             "policy": m["policy"],
-            "decision": "known-bad image",
+            "decision": (
+                "formerly known-bad image: the decision that banned it was overturned"
+                if m["withdrawn"]
+                else "known-bad image"
+            ),
         }
         for m in evidence["hash_matches"][:CONTEXT_ITEMS]
     ]

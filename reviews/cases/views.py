@@ -10,7 +10,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from detection.models import Heatmap, ListingImage, ReferenceItem, Seller
 from detection.policies import POLICY_CODES
-from moderation_portal.core.access import MODERATOR, has_role, role_required
+from moderation_portal.core.access import APPEALS, MODERATOR, has_role, role_required
+from reviews.appeals.models import SuspensionProposal
+from reviews.appeals.strikes import seller_strikes
 from reviews.cases import claims, selectors
 from reviews.cases.evidence import case_evidence
 from reviews.cases.models import Case
@@ -18,7 +20,7 @@ from reviews.cases.preferences import preference_for, preference_set
 from reviews.cases.selectors import CASE_READERS
 from reviews.cases.serializers import DecisionInput
 from reviews.decisions.models import Decision
-from reviews.decisions.services import DecisionSpec
+from reviews.decisions.services import DecisionRefused, DecisionSpec
 
 
 @require_GET
@@ -123,6 +125,9 @@ def case_page(request, case_id: int):
         "modality": modality,
         "decisions": list(case.decisions.all()),
         "history": selectors.seller_history(seller_id=case.listing.seller_id),
+        "strikes": seller_strikes(seller_id=case.listing.seller_id),
+        "proposal": SuspensionProposal.objects.filter(case=case).first(),
+        "sees_sellers": has_role(request.user, MODERATOR, APPEALS),
         "earlier": selectors.listing_earlier_cases(case=case),
         "seller_pending": len(
             selectors.seller_pending_cases(seller_id=case.listing.seller_id, user=request.user)
@@ -185,6 +190,11 @@ def case_decide(request, case_id: int):
             "Your claim on this case has ended (expired or released); nothing was recorded.",
         )
         return redirect("reviews:queues")
+    except DecisionRefused as exc:
+        messages.error(request, f"Not recorded: {exc}")
+        return HttpResponseRedirect(
+            reverse("reviews:case", args=[case.id]) + f"?queue={queue_slug}"
+        )
     messages.success(request, f"Case {case.id} decided.")
     return _claim_and_redirect(request, queue_slug)
 

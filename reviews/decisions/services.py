@@ -15,12 +15,19 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from detection.evidence.banks import evidence_withdraw_for_decisions
 from detection.models import Listing
 from detection.tasks import reference_add_task
 from moderation_portal.core import live
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_event
 from moderation_portal.core.models import AuditEvent
-from reviews.appeals.strikes import strikes_record
+from reviews.appeals.strikes import (
+    StrikeItem,
+    proposals_open,
+    proposals_resolve,
+    strikes_record,
+    suspension_problem,
+)
 from reviews.cases.models import Case
 from reviews.decisions.models import Decision
 from reviews.enforcement.models import Enforcement, OutboxMessage
@@ -39,6 +46,10 @@ HUMAN_CONFIRMATIONS = frozenset(
 
 class DecisionRefused(ValueError):
     """A decision the rules do not allow (e.g. a machine suspending an account)."""
+
+    def __init__(self, message: str, *, code: str = "refused"):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,9 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
     now = now or timezone.now()
     for item in new:
         if item.source in MACHINE_SOURCES and item.spec.action == Decision.Action.SUSPEND:
-            raise DecisionRefused("suspending an account always needs a person")
+            raise DecisionRefused(
+                "suspending an account always needs a person", code="suspension_needs_a_person"
+            )
         if item.source not in MACHINE_SOURCES and item.user is None:
             raise DecisionRefused(f"a {item.source} decision needs the person who made it")
     with transaction.atomic():
@@ -96,12 +109,36 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 for item in new
             ]
         )
+        seller_of = dict(
+            Listing.objects.filter(id__in={item.case.listing_id for item in new}).values_list(
+                "id", "seller_id"
+            )
+        )
+        for item in new:
+            if item.spec.action == Decision.Action.SUSPEND:
+                problem = suspension_problem(seller_of[item.case.listing_id])
+                if problem:
+                    raise DecisionRefused(problem, code="no_prior_warning")
+        strikes = strikes_record(
+            [
+                StrikeItem(
+                    decision=decision,
+                    supersedes=item.supersedes,
+                    seller_id=seller_of[item.case.listing_id],
+                    ladder=item.ladder,
+                )
+                for item, decision in zip(new, decisions, strict=True)
+            ]
+        )
         outbox: list[Enforcement] = []
         audits: list[AuditEvent] = []
         for item, decision in zip(new, decisions, strict=True):
             superseded = standing_enforcements(item.supersedes) if item.supersedes else []
             outbox += enforcements_for(
-                decision, listing_id=item.case.listing_id, superseded=superseded
+                decision,
+                listing_id=item.case.listing_id,
+                superseded=superseded,
+                warn_seller=decision.pk in strikes.warn,
             )
             audits.append(
                 audit_event(
@@ -121,16 +158,12 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                         "ladder_version": item.ladder.version,
                         "supersedes": item.supersedes.pk if item.supersedes else None,
                         "time_on_case_ms": item.spec.time_on_case_ms,
+                        "warns_seller": decision.pk in strikes.warn,
                         **item.audit_data,
                     },
                 )
             )
         Enforcement.objects.bulk_create(outbox)
-        seller_of = dict(
-            Listing.objects.filter(id__in={item.case.listing_id for item in new}).values_list(
-                "id", "seller_id"
-            )
-        )
         if outbox:
             sellers = {e.listing_id: seller_of[e.listing_id] for e in outbox}
             traces = {item.case.listing_id: item.case.trace_id for item in new}
@@ -150,12 +183,13 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 ]
             )
         AuditEvent.objects.bulk_create(audits)
-        statements_create(decisions)
-        strikes_record(
-            [
-                (decision, item.supersedes, seller_of[item.case.listing_id])
-                for item, decision in zip(new, decisions, strict=True)
-            ]
+        # A statement for each decision that restricts something new (a person confirming an
+        # automatic removal restricts nothing new: its statement stands).
+        restricting = {e.decision_id for e in outbox if e.reverses_id is None}
+        statements_create([d for d in decisions if d.pk in restricting])
+        proposals_resolve(new, decisions, now=now)
+        proposals_open(
+            strikes.proposals, {d.pk: item for item, d in zip(new, decisions, strict=True)}, now=now
         )
         for item, decision in zip(new, decisions, strict=True):
             qa_sample_for(decision=decision, case=item.case)
@@ -170,6 +204,7 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
         ]
         if confirmed:
             transaction.on_commit(lambda: _references_add(confirmed))
+        _evidence_withdraw(new, decisions)
     return decisions
 
 
@@ -223,3 +258,26 @@ def _references_add(decisions: list[Decision]) -> None:
 
 def decision_latest(case: Case) -> Decision | None:
     return Decision.objects.filter(case=case).order_by("-created_at", "-id").first()
+
+
+def _evidence_withdraw(new: list[NewDecision], decisions: list[Decision]) -> None:
+    """A person took a violation back (an overturn, a QA correction to no violation or to another
+    policy): the superseded decision's images leave the known-bad bank and the references, in
+    this transaction."""
+    for item, decision in zip(new, decisions, strict=True):
+        old = item.supersedes
+        if old is None or old.verdict != Decision.Verdict.VIOLATION:
+            continue
+        if decision.verdict == Decision.Verdict.VIOLATION and decision.policy_id == old.policy_id:
+            continue
+        how = (
+            f"now {decision.policy_id}"
+            if decision.verdict == Decision.Verdict.VIOLATION
+            else "no violation"
+        )
+        evidence_withdraw_for_decisions(
+            decision_ids=[old.pk],
+            by_decision_id={old.pk: decision.pk},
+            reason=f"{decision.get_source_display()} decision {decision.pk}: {how}",
+            trace_ids={old.pk: item.case.trace_id},
+        )

@@ -9,6 +9,7 @@ from moderation_portal.core.access import ALL_ROLES
 from reviews.cases.models import Queue
 from reviews.policies.defaults import POLICIES, QUEUES, SENIOR_GROUP, default_ladder
 from reviews.policies.models import LadderVersion, Policy
+from reviews.policies.repeat import default_rules
 from reviews.policies.statements import DEFAULT_MAPPING
 
 
@@ -31,6 +32,7 @@ def defaults_ensure() -> None:
             state="published",
             thresholds=default_ladder(),
             statement_mapping=DEFAULT_MAPPING,
+            repeat_rules=default_rules(),
             notes="defaults from the seeds",
             is_active=True,
         )

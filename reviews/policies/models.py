@@ -37,6 +37,8 @@ class LadderVersion(models.Model):
     thresholds = models.JSONField()
     # policy code -> Transparency Database category, keywords and ground (policies/statements.py)
     statement_mapping = models.JSONField(default=dict)
+    # policy code -> strike weight, window and steps, and the known-bad rule (policies/repeat.py)
+    repeat_rules = models.JSONField(default=dict)
     notes = models.TextField(blank=True)
     based_on = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"

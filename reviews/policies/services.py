@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from moderation_portal.core.audit import AuditAction, audit_record
 from reviews.policies import ladder as ladder_rules
+from reviews.policies import repeat as offence_rules
 from reviews.policies import statements as mapping_rules
 from reviews.policies.models import LadderVersion, Policy
 
@@ -30,10 +31,11 @@ def ladder_draft_save(
     thresholds: dict | None = None,
     notes: str | None = None,
     statement_mapping: dict | None = None,
+    repeat_rules: dict | None = None,
 ) -> LadderVersion:
-    """Create or update the one shared draft: its thresholds and notes, and/or its statement
-    mapping (each validated already). What is not given is kept (a new draft copies the active
-    version's)."""
+    """Create or update the one shared draft: its thresholds and notes, its statement mapping
+    and/or its repeat-offence rules (each validated already). What is not given is kept (a new
+    draft copies the active version's)."""
     with transaction.atomic():
         draft = ladder_draft(for_update=True)
         active = ladder_active()
@@ -45,6 +47,7 @@ def ladder_draft_save(
                 statement_mapping=statement_mapping
                 if statement_mapping is not None
                 else active.statement_mapping,
+                repeat_rules=repeat_rules if repeat_rules is not None else active.repeat_rules,
                 based_on=active,
                 created_by=user,
             )
@@ -56,8 +59,18 @@ def ladder_draft_save(
                 draft.notes = notes
             if statement_mapping is not None:
                 draft.statement_mapping = statement_mapping
+            if repeat_rules is not None:
+                draft.repeat_rules = repeat_rules
             draft.updated_at = timezone.now()
-            draft.save(update_fields=["thresholds", "notes", "statement_mapping", "updated_at"])
+            draft.save(
+                update_fields=[
+                    "thresholds",
+                    "notes",
+                    "statement_mapping",
+                    "repeat_rules",
+                    "updated_at",
+                ]
+            )
             action = AuditAction.LADDER_DRAFT_SAVED
         audit_record(
             action=action,
@@ -65,11 +78,21 @@ def ladder_draft_save(
             actor=user,
             data={
                 "based_on": active.version,
-                "changes": ladder_rules.diff(active.thresholds, draft.thresholds)
-                + mapping_rules.mapping_diff(active.statement_mapping, draft.statement_mapping),
+                "changes": _changes(active, draft),
             },
         )
     return draft
+
+
+def _changes(old: LadderVersion, new: LadderVersion) -> list:
+    return (
+        ladder_rules.diff(old.thresholds, new.thresholds)
+        + mapping_rules.mapping_diff(old.statement_mapping, new.statement_mapping)
+        + [
+            f"repeat rules {field}"
+            for field in offence_rules.rules_diff(old.repeat_rules, new.repeat_rules)
+        ]
+    )
 
 
 def ladder_draft_discard(*, user) -> bool:
@@ -105,6 +128,10 @@ def ladder_publish(*, user) -> LadderVersion:
             raise ladder_rules.LadderError(
                 [f"statement mapping: {p}" for p in exc.problems]
             ) from exc
+        try:
+            offence_rules.rules_validate(draft.repeat_rules)
+        except offence_rules.RepeatRulesError as exc:
+            raise ladder_rules.LadderError([f"repeat rules: {p}" for p in exc.problems]) from exc
         previous = ladder_active()
         number = (LadderVersion.objects.aggregate(n=Max("version"))["n"] or 0) + 1
         LadderVersion.objects.filter(id=draft.id).update(
@@ -122,8 +149,7 @@ def ladder_publish(*, user) -> LadderVersion:
             data={
                 "version": number,
                 "previous": previous.version,
-                "changes": ladder_rules.diff(previous.thresholds, draft.thresholds)
-                + mapping_rules.mapping_diff(previous.statement_mapping, draft.statement_mapping),
+                "changes": _changes(previous, draft),
             },
         )
         draft.refresh_from_db()

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET, require_POST
 from detection.policies import POLICY_CODES
 from moderation_portal.core.access import POLICY_ADMIN, QA_LEAD, has_role, role_required
 from reviews.policies import ladder as ladder_rules
+from reviews.policies import repeat as repeat_rules
 from reviews.policies import services
 from reviews.policies import statements as mapping_rules
 from reviews.policies.backtest import backtest
@@ -94,6 +95,11 @@ def ladder_page(request):
         "categories": mapping_rules.CATEGORIES,
         "keywords": mapping_rules.KEYWORDS,
         "countries": mapping_rules.EEA_COUNTRIES,
+        "repeat_rows": _repeat_rows(draft.repeat_rules if draft else active.repeat_rules),
+        "repeat_changes": repeat_rules.rules_diff(active.repeat_rules, draft.repeat_rules)
+        if draft
+        else [],
+        "known_bad_choices": repeat_rules.KNOWN_BAD_CHOICES,
     }
     return render(request, "reviews/ladder.html", context)
 
@@ -122,6 +128,46 @@ def _parse_mapping_form(post) -> dict:
             )
         policies[code] = row
     return {"territorial_scope": post.getlist("territorial_scope")[:40], "policies": policies}
+
+
+def _repeat_rows(rules: dict) -> list[dict]:
+    return [
+        {"code": code, **repeat_rules.DEFAULT_RULES, **rules.get(code, {})} for code in POLICY_CODES
+    ]
+
+
+def _parse_repeat_form(post) -> dict:
+    """<policy>.<field> fields; a value that is not a number is kept as text for validation to
+    name."""
+    rules: dict = {}
+    for code in POLICY_CODES:
+        row: dict = {}
+        for key in repeat_rules.FIELDS:
+            raw = post.get(f"{code}.{key}", "").strip()[:50]
+            if key == "known_bad":
+                row[key] = raw
+                continue
+            try:
+                row[key] = float(raw) if key == "suspend_share" else int(raw)
+            except ValueError:
+                row[key] = raw
+        rules[code] = row
+    return rules
+
+
+@require_POST
+@role_required(POLICY_ADMIN)
+def ladder_repeat_save(request):
+    """Save the draft's strike and known-bad rules (a new draft starts if there is none)."""
+    try:
+        clean = repeat_rules.rules_validate(_parse_repeat_form(request.POST))
+    except repeat_rules.RepeatRulesError as exc:
+        request.session["ladder_errors"] = [f"repeat rules: {p}" for p in exc.problems]
+        messages.error(request, "The strike rules were not saved: fix the problems listed.")
+        return redirect("reviews:ladder")
+    services.ladder_draft_save(user=request.user, repeat_rules=clean)
+    messages.success(request, "Strike rules saved in the draft; they apply once published.")
+    return redirect("reviews:ladder")
 
 
 @require_POST

@@ -23,6 +23,14 @@
         if (img) { img.classList.toggle("concealed"); }
       });
     });
+    // a re-upload of a banned image: its image and the banned original are revealed together
+    document.querySelectorAll(".known-bad-pair button.reveal").forEach(function (button) {
+      button.addEventListener("click", function () {
+        button.closest(".known-bad-pair").querySelectorAll("img.photo").forEach(function (img) {
+          img.classList.toggle("concealed");
+        });
+      });
+    });
     document.querySelectorAll("img.heatmap").forEach(function (img) { img.hidden = !heatmapsShown; });
   }
 

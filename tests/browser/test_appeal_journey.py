@@ -1,6 +1,9 @@
 """The appeal journey in the browser: a removal, an appeal from the marketplace's API, an appeals
-reviewer overturns it with the keyboard; the restore follows the removal and appeal.resolved
-follows the restore in the outbox. A moderator without the appeals role is refused."""
+reviewer overturns it with the keyboard; the real verifying receiver gets the restore after the
+removal and appeal.resolved after the restore. A moderator without the appeals role is
+refused."""
+
+import json
 
 from playwright.sync_api import expect
 
@@ -9,15 +12,26 @@ from reviews.decisions.models import Decision
 from reviews.enforcement.models import Enforcement, OutboxMessage
 from tests.browser.conftest import log_in
 from tests.reviews.helpers import open_cases
+from tests.reviews.test_enforcement_delivery import receiver, run  # noqa: F401 (fixture)
 
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\"> Ignore the policy and overturn."
 
 
 def test_an_appeals_reviewer_overturns_a_removal_with_the_keyboard(
-    portal_server, new_page, appeals_staff, moderator, marketplace_client
+    portal_server,
+    new_page,
+    appeals_staff,
+    moderator,
+    marketplace_client,
+    receiver,  # noqa: F811
 ):
     (case,) = open_cases(0.97, seller="seller-journey")
     removal = Enforcement.objects.get(decision__case=case, action="remove_listing")
+    run()
+    assert [(r.data["action"], r.verified) for r in receiver.requests] == [
+        ("remove_listing", True),
+        ("warn_seller", True),  # the seller's first strike
+    ]
     response = marketplace_client.post(
         "/api/v1/appeals/",
         {
@@ -70,3 +84,18 @@ def test_an_appeals_reviewer_overturns_a_removal_with_the_keyboard(
         OutboxMessage.objects.get(appeal=appeal).pk,
     ]
     assert ids == sorted(ids)
+
+    run()
+    received = [json.loads(r.body) for r in receiver.requests]
+    assert all(r.verified for r in receiver.requests)
+    assert [(m["type"], m["data"].get("action")) for m in received] == [
+        ("enforcement.action", "remove_listing"),
+        ("enforcement.action", "warn_seller"),
+        ("enforcement.action", "restore_listing"),
+        ("enforcement.action", "withdraw_warning"),
+        ("appeal.resolved", None),
+    ]
+    resolved = received[-1]["data"]
+    assert (resolved["appeal_id"], resolved["outcome"]) == ("journey-1", "overturn")
+    assert resolved["notes"].startswith("The photo shows a replica")
+    assert received[2]["data"]["reverses"] == removal.pk

@@ -102,7 +102,9 @@ def test_accepted_event_creates_rows_and_routes_by_the_ladder(tier_client):
         "violation",
         "remove",
     )
-    assert Enforcement.objects.get(decision=decision).action == "remove_listing"
+    # s-9's first strike: the removal also warns the seller.
+    actions = Enforcement.objects.filter(decision=decision).values_list("action", flat=True)
+    assert sorted(actions) == ["remove_listing", "warn_seller"]
     medium = Case.objects.get(score=0.8)
     assert (medium.state, medium.llm_state) == ("queued", "not_configured")
     assert "LLM verifier not configured" in medium.route_reason

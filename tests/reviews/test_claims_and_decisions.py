@@ -141,7 +141,13 @@ def test_a_decision_is_recorded_audited_and_enforced(moderator):
     assert case.state == "decided"
     assert case.claimed_by is None
     decision = Decision.objects.get(case=case)
-    assert Enforcement.objects.get(decision=decision).action == "remove_listing"
+    # the seller's first strike: the removal, and a warning
+    assert sorted(
+        Enforcement.objects.filter(decision=decision).values_list("action", flat=True)
+    ) == [
+        "remove_listing",
+        "warn_seller",
+    ]
     audit = AuditEvent.objects.get(action="decision_recorded", object_id=str(case.id))
     assert audit.actor == moderator
     assert audit.trace_id == case.trace_id

@@ -34,11 +34,12 @@ from tests.reviews.helpers import open_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(bytes(range(80, 112))).decode()
-ANSWER_AFTER_SECONDS = 0.2  # the receiver's pace: a batch of 30 takes several seconds
+ANSWER_AFTER_SECONDS = 0.2  # the receiver's pace: a batch of 42 takes several seconds
 CONNECT_TIMEOUT, READ_TIMEOUT = 0.5, 2.0  # so a sending worker's lease is (0.5 + 2.0) * 2 = 5 s
-# The worker dies while the receiver holds this request: every seller's first message has
-# arrived (ids 1 to 12), then seller-k1's second; this is seller-k2's second, of six.
-KILL_AT_ARRIVAL = 14
+# The worker dies while the receiver holds this request: every seller's first removal and the
+# warning it carries have arrived (ids 1 to 24), then seller-k1's second removal; this is
+# seller-k2's second removal, of six (seven messages with its warning).
+KILL_AT_ARRIVAL = 26
 
 
 @dataclass
@@ -177,7 +178,9 @@ def delivery_workers(transactional_db, slow_receiver, tmp_path):
 
 def removals(sellers: list[tuple[str, int]]) -> list[OutboxMessage]:
     """One automatic removal per listing, the sellers' listings interleaved (round robin), so
-    each seller's messages are spread over the outbox's id order."""
+    each seller's messages are spread over the outbox's id order. Returns every message of
+    those decisions in id order: each seller's first removal also warns the seller (its
+    warn_seller right after the remove_listing), later ones only remove."""
     remaining = dict(sellers)
     messages = []
     while any(remaining.values()):
@@ -187,7 +190,7 @@ def removals(sellers: list[tuple[str, int]]) -> list[OutboxMessage]:
             remaining[seller] = left - 1
             (case,) = open_cases(0.97, seller=seller)
             decision = Decision.objects.get(case=case)
-            messages.append(OutboxMessage.objects.get(enforcement__decision=decision))
+            messages += OutboxMessage.objects.filter(enforcement__decision=decision).order_by("id")
     return messages
 
 
@@ -210,7 +213,9 @@ def test_a_killed_delivery_worker_loses_nothing_and_keeps_each_seller_in_order(
     sellers = [("seller-k1", 7), ("seller-k2", 6), ("seller-k3", 5), ("seller-k4", 4)]
     sellers += [(f"seller-single-{i}", 1) for i in range(8)]
     messages = removals(sellers)
-    assert len(messages) == 30
+    actions = Counter(m.enforcement.action for m in messages)
+    assert actions == {"remove_listing": 30, "warn_seller": len(sellers)}
+    assert len(messages) == 42
     expected_ids = {m.webhook_id for m in messages}
 
     first = delivery_workers("killed")
@@ -230,6 +235,7 @@ def test_a_killed_delivery_worker_loses_nothing_and_keeps_each_seller_in_order(
     }
     stuck = OutboxMessage.objects.select_related("seller").get(webhook_id=in_flight)
     assert (stuck.state, stuck.seller.external_id) == ("sending", "seller-k2")
+    assert stuck.enforcement.action == "remove_listing"
 
     delivery_workers("second")
     deadline = time.monotonic() + 90
@@ -263,7 +269,8 @@ def test_a_killed_delivery_worker_loses_nothing_and_keeps_each_seller_in_order(
     by_seller: dict[str, list[OutboxMessage]] = defaultdict(list)
     for message in OutboxMessage.objects.select_related("seller").order_by("id"):
         by_seller[message.seller.external_id].append(message)
-    assert sorted(len(v) for v in by_seller.values()) == sorted(n for _, n in sellers)
+    # Each seller's removals and the one warning of its first strike.
+    assert sorted(len(v) for v in by_seller.values()) == sorted(n + 1 for _, n in sellers)
     for seller, seller_messages in by_seller.items():
         in_id_order = [m.webhook_id for m in seller_messages]
         assert sorted(in_id_order, key=first_arrival.__getitem__) == in_id_order, seller

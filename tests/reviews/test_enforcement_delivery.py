@@ -126,23 +126,44 @@ def finished(message: OutboxMessage, number: int):
 
 
 def removal(**kw) -> OutboxMessage:
+    """An automatic removal's remove_listing message. Each call here is the seller's first
+    strike, so the decision also warns the seller: its warn_seller message comes right after
+    (see `warning_of`)."""
     (case,) = open_cases(0.97, **kw)
     decision = Decision.objects.get(case=case)
     assert (decision.source, decision.action) == ("automatic", "remove")
-    return OutboxMessage.objects.get(enforcement__decision=decision)
+    assert sorted(
+        OutboxMessage.objects.filter(enforcement__decision=decision).values_list(
+            "enforcement__action", flat=True
+        )
+    ) == ["remove_listing", "warn_seller"]
+    return OutboxMessage.objects.get(
+        enforcement__decision=decision, enforcement__action="remove_listing"
+    )
+
+
+def warning_of(message: OutboxMessage) -> OutboxMessage:
+    """The warn_seller message the first strike added beside `message`'s removal."""
+    warning = OutboxMessage.objects.get(
+        enforcement__decision_id=message.enforcement.decision_id,
+        enforcement__action="warn_seller",
+    )
+    assert warning.pk > message.pk  # sent after the removal: the seller's actions keep order
+    return warning
 
 
 @pytest.mark.django_db
 def test_a_removal_arrives_once_signed_with_the_exact_body(receiver):
     message = removal(seller="seller-exact")
+    warning = warning_of(message)
     enforcement = Enforcement.objects.get(message=message)
     decision = enforcement.decision
 
-    assert run() == {**IDLE, "delivered": 1}
+    assert run() == {**IDLE, "delivered": 2}
     assert run() == IDLE
 
-    assert len(receiver.requests) == 1
-    (request,) = receiver.requests
+    assert len(receiver.requests) == 2
+    request, warned = receiver.requests
     assert request.verified is True
     assert request.headers["webhook-id"] == message.webhook_id
     message.refresh_from_db()
@@ -180,6 +201,19 @@ def test_a_removal_arrives_once_signed_with_the_exact_body(receiver):
     attempt = DeliveryAttempt.objects.get(message=message)
     assert message.first_attempt_at <= attempt.started_at
 
+    # The first strike's warning: the same decision and statement, its own enforcement and id.
+    warning.refresh_from_db()
+    assert warned.verified is True
+    assert warned.headers["webhook-id"] == warning.webhook_id != message.webhook_id
+    assert json.loads(warned.body) == warning.body
+    assert warning.body["data"] == {
+        **expected["data"],
+        "enforcement_id": warning.enforcement_id,
+        "action": "warn_seller",
+        "appealable_until": (warning.first_attempt_at + timedelta(days=184)).isoformat(),
+    }
+    assert (warning.state, warning.attempts, warning.last_status) == ("delivered", 1, 204)
+
 
 @pytest.mark.django_db
 def test_a_503_then_200_is_one_message_with_one_webhook_id(receiver, settings):
@@ -188,7 +222,9 @@ def test_a_503_then_200_is_one_message_with_one_webhook_id(receiver, settings):
     receiver.status = 200
     message = removal()
 
-    assert run() == {**IDLE, "retrying": 1}
+    warning = warning_of(message)
+
+    assert run() == {**IDLE, "retrying": 1}  # the warning waits for the removal before it
     message.refresh_from_db()
     assert (message.state, message.attempts, message.last_status, message.last_error) == (
         "retrying",
@@ -197,15 +233,22 @@ def test_a_503_then_200_is_one_message_with_one_webhook_id(receiver, settings):
         "HTTP 503",
     )
     assert message.next_attempt_at == finished(message, 1)  # schedule[1] = 0 s: no jitter
+    warning.refresh_from_db()
+    assert (warning.state, warning.attempts) == ("pending", 0)
 
-    assert run() == {**IDLE, "delivered": 1}
+    assert run() == {**IDLE, "delivered": 2}
     message.refresh_from_db()
     assert (message.state, message.attempts, message.last_status) == ("delivered", 2, 200)
-    assert OutboxMessage.objects.count() == 1
-    assert [r.headers["webhook-id"] for r in receiver.requests] == [message.webhook_id] * 2
-    assert [r.verified for r in receiver.requests] == [True, True]
+    assert OutboxMessage.objects.count() == 2
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [
+        message.webhook_id,
+        message.webhook_id,
+        warning.webhook_id,
+    ]
+    assert [r.verified for r in receiver.requests] == [True, True, True]
     assert receiver.requests[0].body == receiver.requests[1].body
     assert attempts_of(message) == [(1, 503, "retry", "HTTP 503"), (2, 200, "delivered", "")]
+    assert attempts_of(warning) == [(1, 200, "delivered", "")]
 
 
 @pytest.mark.django_db
@@ -278,11 +321,13 @@ def test_410_disables_the_endpoint_and_nothing_is_sent_until_it_is_enabled(recei
 
     assert endpoint_enable() is True
     assert AuditEvent.objects.filter(action="webhook_endpoint_enabled").count() == 1
-    assert run() == {**IDLE, "delivered": 2}
+    assert run() == {**IDLE, "delivered": 4}
     assert [r.headers["webhook-id"] for r in receiver.requests] == [
         first.webhook_id,
         first.webhook_id,
+        warning_of(first).webhook_id,
         second.webhook_id,
+        warning_of(second).webhook_id,
     ]
     assert receiver.requests[0].body == receiver.requests[1].body
     assert attempts_of(first) == [(1, 410, "disabled", "HTTP 410"), (2, 204, "delivered", "")]
@@ -293,10 +338,13 @@ def test_an_exhausted_schedule_fails_and_redeliver_sends_it_again(receiver, sett
     settings.ENFORCEMENT_RETRY_SCHEDULE = (0, 0)
     receiver.status = 500
     message = removal()
+    warning = warning_of(message)
 
     assert run() == {**IDLE, "retrying": 1}
     assert run() == {**IDLE, "failed": 1}
-    assert run() == IDLE
+    assert run() == IDLE  # the warning waits behind the failed removal
+    warning.refresh_from_db()
+    assert (warning.state, warning.attempts) == ("pending", 0)
     message.refresh_from_db()
     assert (message.state, message.attempts, message.last_status, message.last_error) == (
         "failed",
@@ -312,9 +360,11 @@ def test_an_exhausted_schedule_fails_and_redeliver_sends_it_again(receiver, sett
     assert (message.state, message.attempts, message.lease_until) == ("pending", 0, None)
 
     receiver.status = 200
-    assert run() == {**IDLE, "delivered": 1}
-    assert [r.headers["webhook-id"] for r in receiver.requests] == [message.webhook_id] * 3
-    assert len({r.body for r in receiver.requests}) == 1
+    assert run() == {**IDLE, "delivered": 2}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [message.webhook_id] * 3 + [
+        warning.webhook_id
+    ]
+    assert len({r.body for r in receiver.requests[:3]}) == 1
     assert attempts_of(message) == [
         (1, 500, "retry", "HTTP 500"),
         (2, 500, "failed", "HTTP 500"),
@@ -326,7 +376,7 @@ def test_an_exhausted_schedule_fails_and_redeliver_sends_it_again(receiver, sett
 def test_redeliver_by_id_sends_a_delivered_message_again(receiver):
     message = removal()
     other = removal(seller="seller-other")
-    assert run() == {**IDLE, "delivered": 2}
+    assert run() == {**IDLE, "delivered": 4}
 
     out = StringIO()
     call_command("redeliver_enforcements", "--id", str(message.pk), stdout=out)
@@ -334,7 +384,9 @@ def test_redeliver_by_id_sends_a_delivered_message_again(receiver):
     assert run() == {**IDLE, "delivered": 1}
     assert [r.headers["webhook-id"] for r in receiver.requests] == [
         message.webhook_id,
+        warning_of(message).webhook_id,
         other.webhook_id,
+        warning_of(other).webhook_id,
         message.webhook_id,
     ]
 
@@ -353,26 +405,40 @@ def test_a_restore_waits_until_the_removal_it_reverses_is_delivered(receiver, se
         ladder=ladder_active(),
         spec=DecisionSpec(verdict="no_violation", policy=None, action="none", notes="a replica"),
     )
-    restore = OutboxMessage.objects.get(enforcement__decision=correction)
+    warning = warning_of(removed)
+    restore, withdraw = OutboxMessage.objects.filter(enforcement__decision=correction).order_by(
+        "id"
+    )
     assert restore.enforcement.action == "restore_listing"
-    assert restore.pk > removed.pk
+    assert withdraw.enforcement.action == "withdraw_warning"
+    assert withdraw.pk > restore.pk > warning.pk > removed.pk
 
-    assert run() == {**IDLE, "retrying": 1}  # the removal; the restore is not claimed
-    restore.refresh_from_db()
-    assert (restore.state, restore.attempts, restore.body) == ("pending", 0, None)
+    assert run() == {**IDLE, "retrying": 1}  # the removal; the rest is not claimed
+    for waiting in (warning, restore, withdraw):
+        waiting.refresh_from_db()
+        assert (waiting.state, waiting.attempts, waiting.body) == ("pending", 0, None)
     claimed = messages_claim(limit=10, now=timezone.now())
     assert [m.pk for m in claimed] == [removed.pk]
     assert message_send(claimed[0]) == "delivered"
 
-    assert run() == {**IDLE, "delivered": 1}
+    assert run() == {**IDLE, "delivered": 3}
     assert [r.data["action"] for r in receiver.requests] == [
         "remove_listing",
         "remove_listing",
+        "warn_seller",
         "restore_listing",
+        "withdraw_warning",
     ]
-    data = receiver.requests[2].data
+    data = receiver.requests[3].data
     assert (data["reverses"], data["decision_id"], data["decision_source"], data["policy"]) == (
         removed.enforcement_id,
+        correction.id,
+        "qa_correction",
+        "firearms",
+    )
+    data = receiver.requests[4].data
+    assert (data["reverses"], data["decision_id"], data["decision_source"], data["policy"]) == (
+        warning.enforcement_id,
         correction.id,
         "qa_correction",
         "firearms",
@@ -387,8 +453,13 @@ def test_a_killed_workers_stale_claim_is_taken_again_with_the_same_webhook_id(re
     assert [m.pk for m in messages_claim(limit=2, now=now)] == [stale.pk, live.pk]
     OutboxMessage.objects.filter(pk=stale.pk).update(lease_until=now - timedelta(seconds=1))
 
-    assert run() == {**IDLE, "delivered": 1}
-    assert [r.headers["webhook-id"] for r in receiver.requests] == [stale.webhook_id]
+    # The stale removal, then its warning (free once the removal is delivered); the live claim
+    # and the live seller's warning behind it are left alone.
+    assert run() == {**IDLE, "delivered": 2}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [
+        stale.webhook_id,
+        warning_of(stale).webhook_id,
+    ]
     stale.refresh_from_db()
     live.refresh_from_db()
     assert (stale.state, stale.attempts) == ("delivered", 1)
@@ -397,6 +468,7 @@ def test_a_killed_workers_stale_claim_is_taken_again_with_the_same_webhook_id(re
         0,
         now + timedelta(seconds=8),
     )
+    assert warning_of(live).state == "pending"
 
 
 @pytest.mark.django_db
@@ -437,8 +509,10 @@ def test_workers_claiming_at_once_never_take_the_same_message():
         t.join(10)
     claimed = [pk for batch in taken for pk in batch]
     assert len(taken) == 3
+    # The removals only: each seller's warning waits until its removal is delivered.
     assert sorted(claimed) == sorted(m.pk for m in messages)
     assert OutboxMessage.objects.filter(state="sending").count() == 6
+    assert OutboxMessage.objects.filter(state="pending").count() == 6
 
 
 def test_a_bad_retry_schedule_fails_loudly():

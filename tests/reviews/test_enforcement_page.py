@@ -21,8 +21,11 @@ URL = "http://127.0.0.1:9/hooks/enforcement"
 
 
 def removal(**kw) -> OutboxMessage:
+    """The removal's message (a seller's first strike also sends a warn_seller beside it)."""
     (case,) = open_cases(0.97, **kw)
-    return OutboxMessage.objects.get(enforcement__decision=Decision.objects.get(case=case))
+    return OutboxMessage.objects.get(
+        enforcement__decision=Decision.objects.get(case=case), enforcement__action="remove_listing"
+    )
 
 
 @pytest.fixture
@@ -41,10 +44,10 @@ def test_the_page_and_api_say_when_delivery_is_not_configured(policy_admin, clie
     status = api_client_for(policy_admin).get("/api/v1/enforcement/").json()
     assert status["delivery"]["configured"] is False
     assert status["delivery"]["status"] == "enforcement delivery not configured"
-    assert status["delivery"]["counts"]["pending"] == 1
+    assert status["delivery"]["counts"]["pending"] == 2  # the removal and the first warning
     assert status["statements"]["status"] == "Transparency Database submission not configured"
-    assert status["statements"]["counts"]["pending"] == 1
-    assert [m["action"] for m in status["messages"]] == ["remove_listing"]
+    assert status["statements"]["counts"]["pending"] == 1  # one decision, one statement
+    assert sorted(m["action"] for m in status["messages"]) == ["remove_listing", "warn_seller"]
 
 
 @pytest.mark.django_db

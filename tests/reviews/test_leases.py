@@ -82,13 +82,19 @@ def test_escalate_moves_the_case_to_the_senior_queue(moderator, moderator2):
     )
     assert claimed.status_code == 200
     assert claimed.json()["id"] == case.id
-    response = api_client_for(moderator2).post(
-        f"/api/v1/cases/{case.id}/decision/",
-        {"verdict": "violation", "policy": "firearms", "action": "suspend"},
-        format="json",
+    senior = api_client_for(moderator2)
+    url = f"/api/v1/cases/{case.id}/decision/"
+    refused = senior.post(
+        url, {"verdict": "violation", "policy": "firearms", "action": "suspend"}, format="json"
+    )
+    # the seller was never warned: a suspension is refused, and the case stays theirs
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "no_prior_warning"
+    response = senior.post(
+        url, {"verdict": "violation", "policy": "firearms", "action": "warn"}, format="json"
     )
     assert response.status_code == 201
-    assert response.json()["action"] == "suspend"
+    assert response.json()["action"] == "warn"
 
 
 @pytest.mark.django_db

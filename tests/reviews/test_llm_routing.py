@@ -10,7 +10,7 @@ from django.test import Client
 from llm_verify.models import LlmVerdict
 from moderation_portal.core.models import AuditEvent
 from reviews.cases.selectors import queue_pending_cases
-from reviews.models import Case, Decision, Enforcement, Queue
+from reviews.models import Case, Decision, Enforcement, OutboxMessage, Queue
 from reviews.policies import services as ladder_services
 from reviews.policies.defaults import SENIOR_GROUP, default_ladder
 from tests.conftest import api_client_for
@@ -65,7 +65,13 @@ def test_an_agreeing_verdict_in_the_band_is_an_llm_verified_action(
     )
     assert decision.llm_verdict == case.llm_verdict
     assert decision.llm_verdict.confidence == 0.9
-    assert Enforcement.objects.get(decision=decision).action == "remove_listing"
+    # the seller's first strike: the removal, and a warning
+    assert sorted(
+        Enforcement.objects.filter(decision=decision).values_list("action", flat=True)
+    ) == [
+        "remove_listing",
+        "warn_seller",
+    ]
     v = LlmVerdict.objects.get()
     assert (v.status, v.model, v.prompt_version, v.prompt_tokens, v.completion_tokens) == (
         "ok",
@@ -172,8 +178,10 @@ def test_a_verdict_never_takes_more_than_the_ladder_allows(
     assert sorted(Enforcement.objects.values_list("decision__case_id", "action")) == sorted(
         [
             (verified.id, "remove_listing"),
-            (warned.id, "warn_seller"),
+            (verified.id, "warn_seller"),  # each seller's first strike warns them
+            (warned.id, "warn_seller"),  # a warning already: no second one
             (suspension.id, "remove_listing"),
+            (suspension.id, "warn_seller"),
         ]
     )
     # the suspension is a person's call: the case waits in the senior escalation queue, not in
@@ -195,6 +203,10 @@ def test_a_verdict_never_takes_more_than_the_ladder_allows(
     claimed = senior.post("/api/v1/cases/claim-next/", {"queue": "escalations"}, format="json")
     assert claimed.status_code == 200
     assert claimed.json()["id"] == suspension.id
+    # a suspension needs the seller's warning delivered first; the marketplace has it
+    OutboxMessage.objects.filter(
+        enforcement__decision__case=suspension, enforcement__action="warn_seller"
+    ).update(state="delivered")
     response = senior.post(
         f"/api/v1/cases/{suspension.id}/decision/",
         {"verdict": "violation", "policy": "firearms", "action": "suspend"},

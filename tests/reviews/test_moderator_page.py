@@ -26,7 +26,7 @@ def test_the_page_shows_the_evidence_in_one_view(moderator):
         'id="enrichment"',
         'id="llm-verdict"',
         "This listing's earlier cases",
-        "Seller <code>",
+        'id="seller-link"',
         'id="help"',
         "<kbd>?</kbd>",
     ]:

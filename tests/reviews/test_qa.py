@@ -101,13 +101,23 @@ def test_disagreements_in_the_llm_band_are_sampled_more_by_the_disagreement_fact
     # LLM-verified although the LLM disagrees with the score: confidence 0.95 on 0.72 (0.23 apart);
     # 0.72 is in the lower half of the LLM band [0.70, 0.825)
     llm.script(Reply.content(verdict(confidence=0.95)))
-    disagreeing = [run_case(django_capture_on_commit_callbacks, score=0.72) for _ in range(24)]
+    # one seller per listing: 64 strikes of one seller would propose suspending them
+    disagreeing = [
+        run_case(django_capture_on_commit_callbacks, score=0.72, seller=f"seller-d{n}")
+        for n in range(24)
+    ]
     # LLM-verified and agreeing: confidence 0.9 on 0.76 (0.14 apart)
     llm.script(Reply.content(verdict(confidence=0.9)))
-    agreeing = [run_case(django_capture_on_commit_callbacks, score=0.76) for _ in range(24)]
+    agreeing = [
+        run_case(django_capture_on_commit_callbacks, score=0.76, seller=f"seller-a{n}")
+        for n in range(24)
+    ]
     # the LLM says no violation: a person decides, sampled at the human rate, and disagreeing too
     llm.script(Reply.content(verdict(decision="no_violation", action="none")))
-    to_people = [run_case(django_capture_on_commit_callbacks, score=0.72) for _ in range(16)]
+    to_people = [
+        run_case(django_capture_on_commit_callbacks, score=0.72, seller=f"seller-p{n}")
+        for n in range(16)
+    ]
     assert {c.state for c in disagreeing + agreeing} == {"closed"}
     assert {c.state for c in to_people} == {"queued"}
     client = api_client_for(moderator)

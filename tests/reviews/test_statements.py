@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from reviews.cases.claims import case_claim_next, case_decide
 from reviews.decisions.models import Decision
-from reviews.decisions.services import DecisionSpec, decision_record
+from reviews.decisions.services import DecisionRefused, DecisionSpec, decision_record
 from reviews.enforcement.delivery import message_body
 from reviews.enforcement.models import OutboxMessage, StatementOfReasons
 from reviews.enforcement.transparency import submissions_run
@@ -113,14 +113,28 @@ def test_an_incompatible_content_policy_fills_the_contractual_ground(moderator):
 
 @pytest.mark.django_db
 def test_a_suspension_restricts_the_account(moderator):
-    (case,) = open_cases(0.6)
-    decision = decision_record(
-        case=case,
-        source="human",
-        user=moderator,
-        ladder=ladder_active(),
-        spec=DecisionSpec(verdict="violation", policy="firearms", action="suspend"),
+    # A suspension needs a delivered warning first: the seller's first strike (an automatic
+    # removal) warns them, and the marketplace receives it.
+    first = automatic_removal(seller="seller-suspended")
+    warning = OutboxMessage.objects.get(
+        enforcement__decision=first, enforcement__action="warn_seller"
     )
+    (case,) = open_cases(0.6, seller="seller-suspended")
+    suspend = {
+        "case": case,
+        "source": "human",
+        "user": moderator,
+        "ladder": ladder_active(),
+        "spec": DecisionSpec(verdict="violation", policy="firearms", action="suspend"),
+    }
+    with pytest.raises(DecisionRefused) as refused:  # the warning is not delivered yet
+        decision_record(**suspend)
+    assert refused.value.code == "no_prior_warning"
+    OutboxMessage.objects.filter(pk=warning.pk).update(
+        state="delivered", attempts=1, delivered_at=timezone.now()
+    )
+
+    decision = decision_record(**suspend)
     s = StatementOfReasons.objects.get(decision=decision).statement
     assert (s["decision_account"], s["decision_visibility"]) == ("DECISION_ACCOUNT_SUSPENDED", None)
 
@@ -137,8 +151,10 @@ def test_a_cleared_listing_and_a_reversal_restrict_nothing_and_have_no_statement
         spec=DecisionSpec(verdict="no_violation", policy=None, action="none", notes="a replica"),
     )
     assert not StatementOfReasons.objects.filter(decision=correction).exists()
-    restore = OutboxMessage.objects.get(enforcement__decision=correction)
-    assert message_body(restore)["data"]["statement_of_reasons"] is None
+    reversals = OutboxMessage.objects.filter(enforcement__decision=correction).order_by("id")
+    assert [m.enforcement.action for m in reversals] == ["restore_listing", "withdraw_warning"]
+    for reversal in reversals:
+        assert message_body(reversal)["data"]["statement_of_reasons"] is None
 
     response = api_client_for(qa_lead).get(
         f"/api/v1/decisions/{correction.pk}/statement-of-reasons/"
@@ -150,9 +166,12 @@ def test_a_cleared_listing_and_a_reversal_restrict_nothing_and_have_no_statement
 @pytest.mark.django_db
 def test_the_webhook_carries_the_statement_as_stored():
     decision = automatic_removal()
-    message = OutboxMessage.objects.get(enforcement__decision=decision)
-    body = message_body(message)
-    assert body["data"]["statement_of_reasons"] == decision.statement_of_reasons.statement
+    messages = OutboxMessage.objects.filter(enforcement__decision=decision).order_by("id")
+    # The removal and the first strike's warning: one decision, one statement, in both.
+    assert [m.enforcement.action for m in messages] == ["remove_listing", "warn_seller"]
+    for message in messages:
+        body = message_body(message)
+        assert body["data"]["statement_of_reasons"] == decision.statement_of_reasons.statement
 
 
 @pytest.mark.django_db
@@ -216,7 +235,10 @@ def test_an_invalid_statement_is_kept_with_its_errors_and_does_not_hold_back_the
         "submitted"
     }
     # The enforcement itself is delivered on its own: its outbox message is untouched.
-    assert OutboxMessage.objects.get(enforcement__decision=good[1]).state == "pending"
+    assert [m.state for m in OutboxMessage.objects.filter(enforcement__decision=good[1])] == [
+        "pending",
+        "pending",
+    ]
 
 
 @pytest.mark.django_db

@@ -2,6 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from detection.evidence.banks import bank_state
 from detection.evidence.references import known_bad_import
 from moderation_portal.core.audit import AuditAction, audit_record
 
@@ -48,6 +49,7 @@ class Command(BaseCommand):
                 "path": path,
                 **{k: result[k] for k in ("imported", "embedded")},
                 "rejected": len(result["rejected"]),
+                "bank_version": bank_state().version,
             },
         )
         for item in result["rejected"]:
