@@ -170,7 +170,7 @@ def test_suspensions_are_claimed_first_with_the_whole_story(
 
 
 @pytest.mark.django_db
-def test_the_person_who_decided_never_reviews_the_appeal(marketplace_client, moderator):
+def test_the_person_who_decided_never_reviews_the_appeal(marketplace_client, moderator, client):
     moderator.groups.add(Group.objects.get(name="appeals"))
     open_cases(0.6, seller="seller-same")
     claimed = case_claim_next(user=moderator)
@@ -192,6 +192,17 @@ def test_the_person_who_decided_never_reviews_the_appeal(marketplace_client, mod
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "same_reviewer"
     assert Appeal.objects.get(pk=appeal_id).state == "claimed"
+    client.force_login(moderator)
+    page = client.get(f"/appeals/{appeal_id}/").content.decode()
+    assert 'id="same-reviewer"' in page
+    assert 'id="appeal-form"' not in page  # no form to decide it with
+    assert (
+        client.post(
+            f"/appeals/{appeal_id}/decide/", {"outcome": "overturn", "notes": "I was wrong again."}
+        ).status_code
+        == 302
+    )
+    assert not Decision.objects.filter(source="appeal").exists()
     assert not Decision.objects.filter(source="appeal").exists()
 
 
