@@ -18,6 +18,7 @@ ORDER = [
     "review_page",
     "live_updates",
     "enforcement",
+    "active_learning",
 ]
 
 

@@ -5,10 +5,13 @@ The defaults are the embedded mode (SQLite, eager Celery, in-memory channel laye
 `DATABASE_URL` (PostgreSQL), `REDIS_URL` (Celery broker, channel layer, cache) and friends.
 """
 
+import hashlib
+import json
 import secrets
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from moderation_portal.core.env import (
     ImproperEnvironment,
@@ -296,6 +299,79 @@ DSA_PUID_PREFIX = envstr("DSA_PUID_PREFIX", "mp") or "mp"
 # --- QA sampling ----------------------------------------------------------------------------
 QA_HUMAN_SAMPLE_RATE = envfloat("QA_HUMAN_SAMPLE_RATE", 0.02)
 QA_DISAGREEMENT_FACTOR = envfloat("QA_DISAGREEMENT_FACTOR", 3.0)
+
+# --- the labeling queue (active_learning.labeling) -----------------------------------------
+LABELING_DAILY_BUDGET = envint("LABELING_DAILY_BUDGET", 200, minimum=0)
+LABELING_DRAW_HOUR = envint("LABELING_DRAW_HOUR", 4, minimum=0)
+if LABELING_DRAW_HOUR > 23:
+    raise ImproperEnvironment(f"LABELING_DRAW_HOUR={LABELING_DRAW_HOUR} is not an hour (0-23)")
+LABELING_LEASE_SECONDS = envint("LABELING_LEASE_SECONDS", 600, minimum=60)
+# The pool a draw chooses from: cases closed without a decision in the last N days, newest first.
+LABELING_POOL_DAYS = envint("LABELING_POOL_DAYS", 14, minimum=1)
+LABELING_POOL_MAX = envint("LABELING_POOL_MAX", 20_000, minimum=1)
+
+
+def _strategy_shares(name: str, default: dict[str, float]) -> dict[str, float]:
+    """Strategy -> share of the daily budget, as JSON; the shares are non-negative numbers."""
+    value = envstr(name)
+    if value is None:
+        return dict(default)
+    try:
+        shares = json.loads(value)
+    except ValueError as exc:
+        raise ImproperEnvironment(f"{name} is not JSON: {exc}") from exc
+    if not isinstance(shares, dict) or not shares:
+        raise ImproperEnvironment(f"{name} must map strategy names to shares")
+    unknown = set(shares) - set(default)
+    if unknown:
+        raise ImproperEnvironment(f"{name} names unknown strategies: {sorted(unknown)}")
+    for key, share in shares.items():
+        if isinstance(share, bool) or not isinstance(share, int | float) or share < 0:
+            raise ImproperEnvironment(f"{name}: the share of {key} must be a number >= 0")
+    if sum(shares.values()) <= 0:
+        raise ImproperEnvironment(f"{name}: the shares add up to nothing")
+    return {key: float(share) for key, share in shares.items()}
+
+
+LABELING_STRATEGY_SHARES = _strategy_shares(
+    "LABELING_STRATEGY_SHARES",
+    {"uncertainty": 0.4, "hard_negative": 0.2, "diversity": 0.3, "random": 0.1},
+)
+CELERY_BEAT_SCHEDULE["labeling-draw"] = {
+    "task": "active_learning.sample_for_labeling_task",
+    "schedule": crontab(hour=LABELING_DRAW_HOUR, minute=0),
+}
+
+# --- training labels and their nightly export (active_learning.labels) ----------------------
+# Labels name people by an HMAC of their user id under this key ("rev-<12 hex>"); by default a
+# derivation of SECRET_KEY, so it is stable wherever SECRET_KEY is. Changing it unlinks every
+# pseudonym from earlier exports.
+LABEL_PSEUDONYM_KEY = (
+    envstr("LABEL_PSEUDONYM_KEY")
+    or hashlib.sha256(f"label-pseudonym:{SECRET_KEY}".encode()).hexdigest()
+)
+LABEL_EXPORT_DIR = Path(envstr("LABEL_EXPORT_DIR", str(VAR_DIR / "exports")))
+LABEL_EXPORT_HOUR = envint("LABEL_EXPORT_HOUR", 2, minimum=0)
+if LABEL_EXPORT_HOUR > 23:
+    raise ImproperEnvironment(f"LABEL_EXPORT_HOUR={LABEL_EXPORT_HOUR} is not an hour (0-23)")
+# Easy negatives kept per positive in each split (the rest are left out, chosen by a hash of the
+# label id, so the same labels are kept every night).
+EXPORT_EASY_NEGATIVE_RATIO = envfloat("EXPORT_EASY_NEGATIVE_RATIO", 3.0)
+if EXPORT_EASY_NEGATIVE_RATIO < 0:
+    raise ImproperEnvironment("EXPORT_EASY_NEGATIVE_RATIO must be >= 0")
+# Shares of listings (by the time of their first label) in the validation and test splits.
+EXPORT_VALIDATION_FRACTION = envfloat("EXPORT_VALIDATION_FRACTION", 0.15)
+EXPORT_TEST_FRACTION = envfloat("EXPORT_TEST_FRACTION", 0.15)
+if (
+    min(EXPORT_VALIDATION_FRACTION, EXPORT_TEST_FRACTION) < 0
+    or EXPORT_VALIDATION_FRACTION + EXPORT_TEST_FRACTION >= 1
+):
+    raise ImproperEnvironment("EXPORT_VALIDATION_FRACTION + EXPORT_TEST_FRACTION must be below 1")
+CELERY_BEAT_SCHEDULE["label-export"] = {
+    "task": "active_learning.export_labels_task",
+    "schedule": crontab(hour=LABEL_EXPORT_HOUR, minute=0),
+}
+CELERY_TASK_ROUTES["active_learning.export_labels_task"] = {"queue": "default"}
 
 # --- logging: every line about a listing carries its trace id -------------------------------
 LOGGING = {

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from active_learning.urls import api_urlpatterns as active_learning_api_urlpatterns
 from detection.intake.apis import DetectionEventSchemaApi
 from moderation_portal.core.access import ALL_ROLES, role_permission
 from moderation_portal.health import healthz, readyz
@@ -19,6 +20,7 @@ api_v1 = [
         name="api-schema",
     ),
     *api_urlpatterns,
+    *active_learning_api_urlpatterns,
 ]
 
 urlpatterns = [
@@ -29,4 +31,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("", include("reviews.urls")),
+    path("", include("active_learning.urls")),
 ]

@@ -25,10 +25,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from rest_framework.permissions import AllowAny, IsAuthenticated, IsAuthenticatedOrReadOnly
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
+from active_learning.labeling.sampling import labeling_draw
 from moderation_portal.core import live
 from moderation_portal.core.access import (
     ALL_ROLES,
@@ -150,6 +152,8 @@ ROUTES: dict[str, Expect] = {
     ),
     "api-enforcement": Expect((POLICY_ADMIN,)),
     "api-enforcement-redeliver": Expect((POLICY_ADMIN,), body=lambda w: {"failed": True}),
+    "api-labeling-claim-next": Expect((MODERATOR,), body=lambda w: {}),
+    "api-labeling-answer": Expect((MODERATOR,), body=lambda w: {"answer": "violation"}),
     # pages
     "reviews:home": Expect(READERS),
     "reviews:queues": Expect(READERS),
@@ -207,6 +211,11 @@ ROUTES: dict[str, Expect] = {
     "reviews:ladder_version": Expect(LADDER_READERS),
     "reviews:ladder_export": Expect(LADDER_READERS),
     "reviews:ladder_activate": Expect((POLICY_ADMIN,)),
+    "active_learning:labeling": Expect((MODERATOR,)),
+    "active_learning:labeling_claim": Expect((MODERATOR,)),
+    "active_learning:labeling_item": Expect((MODERATOR,)),
+    "active_learning:labeling_answer": Expect((MODERATOR,), body=lambda w: {"answer": "violation"}),
+    "active_learning:labeling_skip": Expect((MODERATOR,)),
 }
 # Django's admin is included whole and is staff-only (test_the_admin_is_staff_only).
 ADMIN_PREFIX = "admin/"
@@ -324,6 +333,7 @@ class World:
     sample: QaSample
     ladder_v1: LadderVersion  # published, not active
     appeal_id: int = 0  # an appeal of the automatic removal, waiting
+    item_id: int = 0  # a labeling item of the day's draw, waiting
     users: dict[str, User] = field(default_factory=dict)
     tier_token: str = ""
     marketplace_token: str = ""
@@ -340,6 +350,7 @@ class World:
             "number": self.ladder_v1.version,
             "decision_id": self.sample.decision_id,
             "appeal_id": self.appeal_id,
+            "item_id": self.item_id,
         }
         missing = set(converters) - set(values)
         assert not missing, f"World.kwargs has no value for the path converters {missing}"
@@ -364,6 +375,8 @@ def world(moderator, moderator2, appeals_staff, qa_lead, policy_admin, outsider,
     marketplace = User.objects.get(username="svc-marketplace")
     opened = appeal_open(payload={**_appeal_of(sample), "appeal_id": "world-appeal"}, user=None)
     assert opened.status == 201, opened
+    open_cases(0.4, seller="matrix-seller")  # closed in the monitor band: the labeling pool
+    (item,) = labeling_draw(day=timezone.localdate(), budget=1).items.all()
     users = {
         MARKETPLACE: marketplace,
         MODERATOR: moderator,
@@ -382,6 +395,7 @@ def world(moderator, moderator2, appeals_staff, qa_lead, policy_admin, outsider,
         tier_token=service_token,
         marketplace_token=out.getvalue().strip(),
         appeal_id=opened.appeal.pk,
+        item_id=item.pk,
     )
 
 

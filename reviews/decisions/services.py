@@ -1,9 +1,9 @@
 """The one writer of decisions, whatever their source: automatic, human, LLM-verified, QA
 correction or appeal. Every decision gets, in the same transaction and through the same path,
 its enforcement rows (reversing what a superseded decision enforced) with their outbox messages,
-the statement of reasons of a restriction, its `decision_recorded` audit row and its QA sample;
-after commit, a violation a person confirmed becomes a reference for similar flags, and open
-pages refresh.
+the statement of reasons of a restriction, its `decision_recorded` audit row, its QA sample and
+the `decisions_recorded` signal (training labels, in active_learning); after commit, a
+violation a person confirmed becomes a reference for similar flags, and open pages refresh.
 
 Callers move their own row's state (a case's lease, a QA sample) in the same transaction.
 """
@@ -30,6 +30,7 @@ from reviews.appeals.strikes import (
 )
 from reviews.cases.models import Case
 from reviews.decisions.models import Decision
+from reviews.decisions.signals import decisions_recorded
 from reviews.enforcement.models import Enforcement, OutboxMessage
 from reviews.enforcement.services import enforcements_for, standing_enforcements
 from reviews.enforcement.statements import statements_create
@@ -205,6 +206,7 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
         if confirmed:
             transaction.on_commit(lambda: _references_add(confirmed))
         _evidence_withdraw(new, decisions)
+        decisions_recorded.send(sender=Decision, decisions=decisions)
     return decisions
 
 
