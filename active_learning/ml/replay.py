@@ -33,9 +33,9 @@ from active_learning.ml.strategies import STRATEGIES, portal_query_strategy
 
 MIX = "mix"
 DEFAULT_SHARES: dict[str, float] = {
-    "uncertainty": 0.4,
-    "hard_negative": 0.2,
-    "diversity": 0.3,
+    "uncertainty": 0.45,
+    "hard_negative": 0.05,
+    "diversity": 0.4,
     "random": 0.1,
 }
 
