@@ -32,6 +32,7 @@ from django.utils import timezone
 from active_learning.labeling.models import LabelingDraw, LabelingItem
 from detection.models import ImageEmbedding, ListingImage, ReferenceItem
 from detection.policies import POLICY_CODES
+from moderation_portal.core.audit import SYSTEM, AuditAction, audit_record
 from reviews.cases.models import Case
 from reviews.decisions.models import Decision
 from reviews.policies.services import ladder_active
@@ -306,6 +307,18 @@ def labeling_draw(*, day: date, budget: int, seed: int | None = None) -> Labelin
                     )
                     for (row, strategy, probability), rank in zip(chosen, order, strict=True)
                 ]
+            )
+            audit_record(
+                action=AuditAction.LABELING_DRAWN,
+                obj=draw,
+                label=SYSTEM,
+                data={
+                    "day": day.isoformat(),
+                    "budget": budget,
+                    "pool": len(pool),
+                    "counts": draw.counts,
+                    "shares": shares,
+                },
             )
     except IntegrityError:
         # Another worker drew this day first (the unique day): that draw is the day's.

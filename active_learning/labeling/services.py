@@ -11,6 +11,7 @@ from active_learning.labeling.models import LabelingItem
 from active_learning.labeling.selectors import labeling_waiting
 from active_learning.labels.services import label_from_labeling_item
 from moderation_portal.core.access import MODERATOR, has_role
+from moderation_portal.core.audit import AuditAction, audit_record
 from moderation_portal.core.leases import LeaseSpec, lease_claim_next, lease_finish, lease_return
 
 MAX_TIME_ON_ITEM_MS = 24 * 3600 * 1000
@@ -40,7 +41,10 @@ def labeling_claim_next(*, user) -> LabelingItem | None:
     waits."""
     if not has_role(user, MODERATOR):
         raise LabelingRefused("forbidden", "Only moderators label.")
-    return lease_claim_next(lease_spec(), user=user, candidates=labeling_waiting())
+    item = lease_claim_next(lease_spec(), user=user, candidates=labeling_waiting())
+    if item is not None:
+        audit_record(action=AuditAction.LABELING_CLAIMED, obj=item, actor=user)
+    return item
 
 
 def labeling_answer(*, item: LabelingItem, user, answer: str) -> LabelingItem:
@@ -69,7 +73,18 @@ def labeling_answer(*, item: LabelingItem, user, answer: str) -> LabelingItem:
         ):
             raise LabelingNotHeld()
         locked.refresh_from_db()
-        label_from_labeling_item(locked)
+        label = label_from_labeling_item(locked)
+        audit_record(
+            action=AuditAction.LABELING_ANSWERED,
+            obj=locked,
+            actor=user,
+            data={
+                "answer": answer,
+                "policy": locked.policy,
+                "label_id": getattr(label, "label_id", None),
+                "time_on_item_ms": locked.time_on_item_ms,
+            },
+        )
     return locked
 
 

@@ -44,6 +44,9 @@ class AuditAction(models.TextChoices):
     APPEAL_DECIDED = "appeal_decided"
     SUSPENSION_PROPOSED = "suspension_proposed"
     SUSPENSION_PROPOSAL_RESOLVED = "suspension_proposal_resolved"
+    LABELING_DRAWN = "labeling_drawn"
+    LABELING_CLAIMED = "labeling_claimed"
+    LABELING_ANSWERED = "labeling_answered"
 
 
 def actor_label(user) -> str:

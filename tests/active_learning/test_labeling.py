@@ -19,6 +19,7 @@ from active_learning.labels.models import Label
 from active_learning.ml.strategies import STRATEGIES
 from active_learning.tasks import sample_for_labeling_task
 from detection.models import ImageEmbedding, ListingImage, ReferenceItem
+from moderation_portal.core.models import AuditEvent
 from reviews.cases.claims import case_claim_next, case_decide
 from reviews.cases.models import Queue
 from reviews.decisions.models import Decision
@@ -126,6 +127,7 @@ def test_drawing_twice_the_same_day_adds_nothing():
     assert drawn_cases(again) == items
     assert LabelingItem.objects.count() == 2
     assert LabelingDraw.objects.count() == 1
+    assert AuditEvent.objects.filter(action="labeling_drawn").count() == 1  # drawn once
     # the next day draws what is left, never an item drawn before
     tomorrow = labeling_draw(day=date(2026, 3, 3), budget=50)
     assert len(drawn_cases(tomorrow)) == 2
@@ -255,6 +257,11 @@ def test_claim_and_answer_under_the_lease_label_only(moderator, moderator2):
     assert item.time_on_item_ms is not None
     label = Label.objects.get(labeling_item=item)
     assert (label.label, label.source, label.sampling_strategy) == (1, "labeling", item.strategy)
+    answered_audit = AuditEvent.objects.get(action="labeling_answered", object_id=str(item.pk))
+    assert (answered_audit.actor, answered_audit.data["label_id"]) == (moderator, label.label_id)
+    assert AuditEvent.objects.filter(
+        action="labeling_claimed", object_id=str(item.pk), actor=moderator
+    ).exists()
     # answering again is refused: the lease ended with the answer
     again = ana.post(f"/api/v1/labeling/{item.pk}/answer/", {"answer": "unsure"}, format="json")
     assert again.status_code == 409
