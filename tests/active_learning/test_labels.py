@@ -19,8 +19,11 @@ from reviews.decisions.services import DecisionSpec
 from reviews.qa import services as qa_services
 from reviews.qa.models import QaSample
 from tests.conftest import api_client_for
+from tests.llm_verify.conftest import Reply
+from tests.reviews.conftest import llm  # noqa: F401 (fixture)
 from tests.reviews.helpers import open_cases
 from tests.reviews.test_appeals import body, post, removal
+from tests.reviews.test_llm_routing import run_case, verdict
 from tests.reviews.test_qa import ladder_with_qa_rate
 
 VIOLATION = DecisionSpec(verdict="violation", policy="firearms", action="remove")
@@ -262,3 +265,26 @@ def test_rebuild_derives_the_same_labels_once(moderator, qa_lead, settings):
     call_command("rebuild_labels", stdout=open("/dev/null", "w"))  # noqa: SIM115
     assert labels_rebuild().labels_written == 0
     assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_an_llm_verified_action_is_labelled_for_analysis_only_with_its_verdicts_model(
+    llm,  # noqa: F811
+    eager_celery,
+    django_capture_on_commit_callbacks,
+):
+    llm.script(Reply.content(verdict(confidence=0.9)))
+    case = run_case(django_capture_on_commit_callbacks, score=0.8, seller="seller-llm-label")
+    decision = Decision.objects.get(case=case)
+    assert decision.source == "llm_verified"
+    label = Label.objects.get(decision=decision)
+    assert (label.for_training, label.source, label.kind, label.label) == (
+        False,
+        "llm_verified",
+        "positive",
+        1,
+    )
+    shown = decision.llm_verdict
+    assert (label.llm_model, label.prompt_version) == (shown.model, shown.prompt_version)
+    assert label.llm_model == "fake-model"
+    assert label.prompt_version
