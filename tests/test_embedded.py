@@ -6,7 +6,6 @@ drives it over HTTP the way the detection tier and a moderator would.
 
 import http.cookiejar
 import json
-import os
 import re
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import factories as f
+from tests.embedded_mode import embedded_env, embedded_manage
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.embedded
@@ -68,25 +68,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def embedded_portal(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {"DATABASE_URL", "REDIS_URL", "CELERY_EAGER", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
-    }
-    env["PORTAL_VAR_DIR"] = str(tmp_path / "var")
-
-    def manage(*args, stdin=None):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=True,
-        ).stdout
+    env = embedded_env(tmp_path / "var")
+    manage = embedded_manage(env)
 
     manage("migrate", "--no-input", "-v", "0")
     manage(

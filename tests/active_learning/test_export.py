@@ -4,9 +4,6 @@ issue flags, analysis-only machine labels, and the embedded SQLite mode."""
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -21,9 +18,9 @@ from active_learning.tasks import export_labels_task
 from reviews.cases.claims import case_claim_next, case_decide
 from reviews.decisions.services import DecisionSpec
 from reviews.qa import services as qa_services
+from tests.embedded_mode import embedded_env, embedded_manage
 from tests.reviews.helpers import open_cases
 
-ROOT = Path(__file__).resolve().parents[2]
 VIOLATION = DecisionSpec(verdict="violation", policy="firearms", action="remove")
 NOT_VIOLATING = DecisionSpec(verdict="no_violation", policy=None, action="none")
 
@@ -250,6 +247,7 @@ def test_the_beat_task_exports_into_the_export_dir(labelled, tmp_path, settings)
 EMBEDDED_SCRIPT = """
 from reviews.cases.intake import detections_ingest
 from reviews.cases.claims import case_claim_next, case_decide
+from tests.embedded_mode import embedded_env, embedded_manage
 from reviews.decisions.services import DecisionSpec
 from reviews.models import Case
 from django.contrib.auth.models import User
@@ -265,25 +263,8 @@ for n, score in enumerate((0.6, 0.7, 0.8, 0.65)):
 
 @pytest.mark.embedded
 def test_the_command_works_in_the_embedded_mode(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {"DATABASE_URL", "REDIS_URL", "CELERY_EAGER", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
-    }
-    env["PORTAL_VAR_DIR"] = str(tmp_path / "var")
-
-    def manage(*args, stdin=None):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=True,
-        ).stdout
+    env = embedded_env(tmp_path / "var")
+    manage = embedded_manage(env)
 
     manage("migrate", "--no-input", "-v", "0")
     manage("create_user", "mod", "--role", "moderator", "--password-stdin", stdin="embedded pass\n")
