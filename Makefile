@@ -7,6 +7,11 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # torch and torchvision are pinned everywhere: an unpinned resolve pulls GBs of CUDA wheels.
 PINS := torch==2.13.0 torchvision==0.28.0
+# llama-cpp-python builds portable x86-64 (AVX2) code: a native build picks up AMX on CPUs that
+# advertise it, and its AMX kernels crash (SIGSEGV) on prompt batches where the kernel does not
+# grant the tile state, as in some VMs. Portable code also keeps pip's cached wheel valid on
+# another machine.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 TEST_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/moderation_portal \
 	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-not-secret SECURE_COOKIES=false \
@@ -17,6 +22,9 @@ LLM_PORT ?= 8081
 DEMO_LLM_ENV := LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_MODEL=smollm2-135m-instruct \
 	LLM_MAX_CONCURRENCY=1 LLM_READ_TIMEOUT_SECONDS=120 LLM_DEADLINE_SECONDS=240
 
+# Prometheus multiprocess files of processes that are gone (a new start begins from zero).
+WIPE_METRICS = rm -f "$${PROMETHEUS_MULTIPROC_DIR:-var/metrics}"/*.db
+
 .PHONY: demo test bench lint check venv services chromium triton schema clean
 
 venv: $(STAMP)
@@ -26,7 +34,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip<25" wheel
-	$(PIP) install -q -c requirements.lock $(PINS) -e '.[dev,llm]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q -c requirements.lock $(PINS) -e '.[dev,llm]'
 	touch $(STAMP)
 
 # PostgreSQL and Redis run on this kind of machine; start whichever has stopped.
@@ -50,6 +58,7 @@ triton:
 
 demo: venv
 	mkdir -p var
+	$(WIPE_METRICS)
 	$(PY) manage.py migrate --no-input
 	@scripts/llm/serve_local.sh --port $(LLM_PORT) > var/llm-server.log 2>&1 & llm=$$!; \
 	  trap 'kill $$llm 2>/dev/null' EXIT INT TERM; \
@@ -58,6 +67,7 @@ demo: venv
 	  $(DEMO_LLM_ENV) $(PY) manage.py runserver --noreload 127.0.0.1:8000
 
 test: venv services chromium triton
+	$(WIPE_METRICS)
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider
 
 bench: venv services

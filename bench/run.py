@@ -15,6 +15,7 @@ ORDER = [
     "knn",
     "llm_verdict",
     "claim",
+    "metrics_overhead",
     "review_page",
     "live_updates",
     "enforcement",

@@ -67,6 +67,8 @@ _STRICT_UNSUPPORTED = frozenset(
 # 4xx answers that mean "this request is wrong", not "the endpoint is unusable": they do not
 # count toward opening the circuit breaker.
 _REQUEST_SPECIFIC_STATUS = frozenset({400, 409, 413, 422})
+# The error of a call the circuit breaker refused without trying the endpoint.
+BREAKER_OPEN_ERROR = "LLM unavailable: circuit breaker open"
 
 
 @dataclass(frozen=True)
@@ -440,7 +442,7 @@ class VerdictClient:
 
         prepared = prepare_prompt(context, config.budget)
 
-        breaker_open = "LLM unavailable: circuit breaker open"
+        breaker_open = BREAKER_OPEN_ERROR
         if self.breaker.state() == "open":  # fail fast, without waiting for a slot
             return finish("unavailable", breaker_open)
         if not self._slots.acquire(timeout=max(0.0, min(config.slot_wait_s, config.deadline_s))):

@@ -3,10 +3,13 @@ verdict to routing; this layer only asks, checks and records."""
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 
 from llm_verify.models import LlmVerdict
+from moderation_portal.core import metrics
 
 logger = logging.getLogger(__name__)
 MAX_RAW_CHARS = 20_000
@@ -46,6 +49,8 @@ def client():
 def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
     """Ask the configured endpoint for a checked verdict on one flag, and record the result."""
     result = client().verify(context)
+    if metrics.ENABLED:
+        _verdict_count(result, context)
     verdict = result.verdict
     record = result.record or {}
     row = LlmVerdict.objects.create(
@@ -79,3 +84,37 @@ def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
         row.latency_ms,
     )
     return row
+
+
+def _outcome(result: Any, context: Mapping[str, Any]) -> str:
+    """The outcome label of a `llm_verify.client.VerdictResult`: `confirmed` (a usable verdict
+    naming the violation the detection tier flagged), `disputed` (a usable verdict that does
+    not: no violation, or another policy), `uncertain`, `invalid` (answers that failed the
+    schema or cited what the context lacks), `failed` (an error a retry cannot fix),
+    `unavailable` (timeouts, 5xx, no free slot) or `breaker_open` (refused at once by the
+    circuit breaker). `not_configured` is counted where a case finds no LLM configured."""
+    if result.status == "ok" and result.verdict is not None:
+        if result.verdict.decision == "uncertain":
+            return "uncertain"
+        flagged = (context.get("policy") or {}).get("code")
+        agrees = result.verdict.decision == "violation" and result.verdict.policy == flagged
+        return "confirmed" if agrees else "disputed"
+    if result.status == "schema_failed":
+        return "invalid"
+    if result.status == "unavailable":
+        from llm_verify.client import BREAKER_OPEN_ERROR  # loaded already: it made `result`
+
+        return "breaker_open" if result.error == BREAKER_OPEN_ERROR else "unavailable"
+    return "failed"
+
+
+def _verdict_count(result: Any, context: Mapping[str, Any]) -> None:
+    outcome = _outcome(result, context)
+    metrics.LLM_VERDICTS.labels(outcome).inc()
+    metrics.LLM_LATENCY.labels(outcome).observe(result.latency_ms / 1000)
+    if result.prompt_tokens:
+        metrics.LLM_TOKENS.labels("prompt").inc(result.prompt_tokens)
+    if result.completion_tokens:
+        metrics.LLM_TOKENS.labels("completion").inc(result.completion_tokens)
+    if result.estimated_cost:
+        metrics.LLM_COST.inc(result.estimated_cost)

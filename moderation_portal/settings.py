@@ -7,6 +7,7 @@ The defaults are the embedded mode (SQLite, eager Celery, in-memory channel laye
 
 import hashlib
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -26,6 +27,17 @@ from moderation_portal.core.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# Prometheus multiprocess mode: every process (web, Celery workers, beat, commands) writes its
+# counters to files here and `GET /metrics` reads them all. Set before anything imports
+# prometheus_client, which picks its value store at import. Wipe the folder when the portal
+# starts (files of processes that are gone would be summed with the live ones).
+if envstr("PROMETHEUS_MULTIPROC_DIR") is None:  # unset or empty
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(VAR_DIR / "metrics")
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+METRICS_ENABLED = envbool("METRICS_ENABLED", True)
+# A bearer token that opens /metrics from anywhere (loopback needs none); unset, only loopback.
+METRICS_TOKEN = envstr("METRICS_TOKEN")
 
 DATABASE_URL = envurl("DATABASE_URL", schemes={"postgres", "postgresql", "sqlite"})
 REDIS_URL = envurl("REDIS_URL", schemes={"redis", "rediss"})
@@ -63,6 +75,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    "django_prometheus",  # web request metrics (django_http_*); its own export view is not used
     "moderation_portal.core",
     "detection",
     "llm_verify",
@@ -81,6 +94,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "moderation_portal.middleware.ContentSecurityPolicyMiddleware",
 ]
+if METRICS_ENABLED:
+    # First and last, so the web metrics time the whole stack.
+    MIDDLEWARE = [
+        "django_prometheus.middleware.PrometheusBeforeMiddleware",
+        *MIDDLEWARE,
+        "django_prometheus.middleware.PrometheusAfterMiddleware",
+    ]
 
 ROOT_URLCONF = "moderation_portal.urls"
 ASGI_APPLICATION = "moderation_portal.asgi.application"
@@ -288,6 +308,37 @@ APPEAL_SLA_HOURS = envint("APPEAL_SLA_HOURS", 72, minimum=1)
 APPEAL_LEASE_SECONDS = envint("APPEAL_LEASE_SECONDS", 900, minimum=60)
 APPEAL_MAX_STATEMENT_CHARS = envint("APPEAL_MAX_STATEMENT_CHARS", 5000, minimum=100)
 
+# --- drift alarms (reviews/monitoring/drift.py) and their alert webhook ------------------------
+DRIFT_RECENT_HOURS = envint("DRIFT_RECENT_HOURS", 24, minimum=1)
+DRIFT_REFERENCE_DAYS = envint("DRIFT_REFERENCE_DAYS", 14, minimum=1)
+DRIFT_MIN_REFERENCE_EVENTS = envint("DRIFT_MIN_REFERENCE_EVENTS", 1000, minimum=1)  # PSI
+DRIFT_MIN_RECENT_EVENTS = envint("DRIFT_MIN_RECENT_EVENTS", 300, minimum=1)  # PSI
+DRIFT_MIN_RATE_EVENTS = envint("DRIFT_MIN_RATE_EVENTS", 200, minimum=1)  # flag rate, reference
+DRIFT_KS_ALPHA = envfloat("DRIFT_KS_ALPHA", 0.001)
+DRIFT_FLAG_RATE_ALPHA = envfloat("DRIFT_FLAG_RATE_ALPHA", 0.001)
+for _name in ("DRIFT_KS_ALPHA", "DRIFT_FLAG_RATE_ALPHA"):
+    if not 0 < globals()[_name] < 1:
+        raise ImproperEnvironment(f"{_name}={globals()[_name]} is not a probability in (0, 1)")
+ALERT_WEBHOOK_URL = envurl("ALERT_WEBHOOK_URL", schemes={"http", "https"})
+# One or more `whsec_` secrets (rotation), as ENFORCEMENT_WEBHOOK_SECRET.
+ALERT_WEBHOOK_SECRET = envstr("ALERT_WEBHOOK_SECRET")
+if bool(ALERT_WEBHOOK_URL) != bool(ALERT_WEBHOOK_SECRET):
+    raise ImproperEnvironment("ALERT_WEBHOOK_URL and ALERT_WEBHOOK_SECRET go together")
+ALERT_RETRY_SCHEDULE = _retry_schedule(
+    "ALERT_RETRY_SCHEDULE", "0,10,60,300,900,1800,3600,7200,14400,28800"
+)
+ALERT_TIMEOUT_SECONDS = envfloat("ALERT_TIMEOUT_SECONDS", 5.0)
+CELERY_BEAT_SCHEDULE["drift-check"] = {
+    "task": "reviews.drift_check_task",
+    "schedule": crontab(minute=5),  # hourly
+}
+CELERY_BEAT_SCHEDULE["deliver-drift-alerts"] = {
+    "task": "reviews.deliver_drift_alerts_task",
+    "schedule": 30.0,
+}
+CELERY_TASK_ROUTES["reviews.drift_check_task"] = {"queue": "default"}
+CELERY_TASK_ROUTES["reviews.deliver_drift_alerts_task"] = {"queue": "default"}
+
 # --- statements of reasons to the EU DSA Transparency Database (optional) --------------------
 DSA_TDB_URL = envurl("DSA_TDB_URL", schemes={"http", "https"})
 DSA_TDB_TOKEN = envstr("DSA_TDB_TOKEN")
@@ -376,17 +427,26 @@ CELERY_BEAT_SCHEDULE["label-export"] = {
 CELERY_TASK_ROUTES["active_learning.export_labels_task"] = {"queue": "default"}
 
 # --- logging: every line about a listing carries its trace id -------------------------------
+# text: "time level logger trace=<trace id> message"; json: one object per line with the trace id
+# and, where known, listing, seller, case and model version (moderation_portal.core.logs).
+LOG_FORMAT = (envstr("LOG_FORMAT", "text") or "text").strip().lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperEnvironment(
+        f"LOG_FORMAT={envstr('LOG_FORMAT')!r} is not a log format (text or json)"
+    )
+LOGGING_CONFIG = "moderation_portal.core.logs.logging_configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"trace": {"()": "moderation_portal.core.tracing.TraceIdFilter"}},
     "formatters": {
-        "portal": {
+        "text": {
             "format": "%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s %(message)s",
-        }
+        },
+        "json": {"()": "moderation_portal.core.logs.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["trace"], "formatter": "portal"}
+        "console": {"class": "logging.StreamHandler", "filters": ["trace"], "formatter": LOG_FORMAT}
     },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},

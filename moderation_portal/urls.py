@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from active_learning.urls import api_urlpatterns as active_learning_api_urlpatterns
 from detection.intake.apis import DetectionEventSchemaApi
 from moderation_portal.core.access import ALL_ROLES, role_permission
+from moderation_portal.core.metrics_view import metrics_view
 from moderation_portal.health import healthz, readyz
 from reviews.cases.intake import DetectionIngestApi
 from reviews.cases.views import logout_view
@@ -26,6 +27,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),  # loopback or METRICS_TOKEN
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", logout_view, name="logout"),
     path("admin/", admin.site.urls),

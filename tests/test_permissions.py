@@ -128,6 +128,8 @@ def _repeat_form(w):
 ROUTES: dict[str, Expect] = {
     "healthz": Expect(PUBLIC),
     "readyz": Expect(PUBLIC),
+    # no role: loopback or the METRICS_TOKEN bearer; refusals in tests/test_metrics.py
+    "metrics": Expect(PUBLIC),
     "login": Expect(PUBLIC),
     "logout": Expect(PUBLIC),
     # the API
@@ -152,6 +154,7 @@ ROUTES: dict[str, Expect] = {
     ),
     "api-enforcement": Expect((POLICY_ADMIN,)),
     "api-enforcement-redeliver": Expect((POLICY_ADMIN,), body=lambda w: {"failed": True}),
+    "api-models-compare": Expect(LADDER_READERS, query=lambda w: {"challenger": "2027.01.0"}),
     "api-labeling-claim-next": Expect((MODERATOR,), body=lambda w: {}),
     "api-labeling-answer": Expect((MODERATOR,), body=lambda w: {"answer": "violation"}),
     # pages
@@ -185,6 +188,7 @@ ROUTES: dict[str, Expect] = {
         },
     ),
     "reviews:qa": Expect((QA_LEAD,)),
+    "reviews:dashboard": Expect((QA_LEAD, POLICY_ADMIN)),
     "reviews:qa_claim": Expect((QA_LEAD,)),
     "reviews:qa_sample": Expect((QA_LEAD,), body=lambda w: {"outcome": "agree"}),
     "reviews:appeals": Expect((APPEALS,)),
@@ -211,6 +215,7 @@ ROUTES: dict[str, Expect] = {
     "reviews:ladder_version": Expect(LADDER_READERS),
     "reviews:ladder_export": Expect(LADDER_READERS),
     "reviews:ladder_activate": Expect((POLICY_ADMIN,)),
+    "reviews:models": Expect(LADDER_READERS),
     "active_learning:labeling": Expect((MODERATOR,)),
     "active_learning:labeling_claim": Expect((MODERATOR,)),
     "active_learning:labeling_item": Expect((MODERATOR,)),
@@ -318,6 +323,7 @@ def test_every_page_names_its_roles_and_every_api_view_checks_one():
     assert {name for name, e in ROUTES.items() if e.who == PUBLIC} == {
         "healthz",
         "readyz",
+        "metrics",
         "login",
         "logout",
     }
