@@ -85,8 +85,38 @@ class DetectionEvent(models.Model):
     # Which ingest call inserted the row: tells an accepted event from a concurrent duplicate.
     ingest_batch = models.UUIDField(default=uuid.uuid4, db_index=False)
 
+    class Meta:
+        indexes = [
+            # Time ranges by when the model scored: the drift check's and the dashboard's windows
+            # (which also filter is_sample=False on the rows found), the models page's window.
+            models.Index(fields=["emitted_at"], name="event_emitted_at"),
+        ]
+
     def __str__(self) -> str:
         return self.event_id
+
+
+class ShadowScore(models.Model):
+    """A challenger model's score of a flagged listing, sent beside the champion's in the event
+    (`detection.challengers`). Stored with the event for comparison; never routes anything."""
+
+    event = models.ForeignKey(
+        DetectionEvent, on_delete=models.CASCADE, related_name="shadow_scores"
+    )
+    model_version = models.CharField(max_length=64)
+    policy = models.CharField(max_length=32)
+    score = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "model_version", "policy"], name="one_shadow_score_per_policy"
+            )
+        ]
+        indexes = [models.Index(fields=["model_version", "policy"], name="shadow_version_policy")]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} {self.policy} {self.score:.3f}"
 
 
 class DeadLetter(models.Model):

@@ -10,6 +10,7 @@ the web process never loads torch.
 import io
 import logging
 import threading
+import time
 
 import numpy as np
 from django.conf import settings
@@ -43,6 +44,7 @@ from detection.models import (
     ReferenceItem,
 )
 from detection.signals import enrichment_step_finished
+from moderation_portal.core import metrics
 
 logger = logging.getLogger(__name__)
 # Guards this module's per-process caches (loaded indexes, the hash matcher).
@@ -236,11 +238,21 @@ def steps_create(*, event_ids: list[int]) -> None:
     )
 
 
-def _finish(step_id: int, event_id: int, name: str, state: str, detail: str) -> None:
+def _finish(
+    step_id: int, event_id: int, name: str, state: str, detail: str, started: float
+) -> None:
     EnrichmentStep.objects.filter(id=step_id).exclude(state=EnrichmentStep.State.DONE).update(
         state=state, detail=detail[:500], finished_at=timezone.now(), updated_at=timezone.now()
     )
+    _step_record(name, state, started)
     enrichment_step_finished.send(sender=EnrichmentStep, event_id=event_id, step=name, state=state)
+
+
+def _step_record(name: str, outcome: str, started: float) -> None:
+    """Outcomes: done, failed, skipped (not available), retry (a transient failure)."""
+    if metrics.ENABLED:
+        metrics.ENRICHMENT_STEPS.labels(name, outcome).inc()
+        metrics.ENRICHMENT_DURATION.labels(name).observe(time.monotonic() - started)
 
 
 def step_run(*, event_id: int, name: str, final_attempt: bool = True) -> str:
@@ -256,14 +268,20 @@ def step_run(*, event_id: int, name: str, final_attempt: bool = True) -> str:
         started_at=timezone.now(),
         updated_at=timezone.now(),
     )
-    event = DetectionEvent.objects.select_related("listing").get(id=event_id)
-    with trace(event.trace_id):
+    event = DetectionEvent.objects.select_related("listing__seller").get(id=event_id)
+    started = time.monotonic()
+    with trace(
+        event.trace_id,
+        listing_id=event.listing.external_id,
+        seller_id=event.listing.seller.external_id,
+        model_version=event.model_version,
+    ):
         try:
             with transaction.atomic():
                 detail = RUNNERS[name](event)
         except StepUnavailable as exc:
             logger.info("enrichment %s for event %s not available: %s", name, event.event_id, exc)
-            _finish(step.id, event_id, name, EnrichmentStep.State.SKIPPED, str(exc))
+            _finish(step.id, event_id, name, EnrichmentStep.State.SKIPPED, str(exc), started)
             return EnrichmentStep.State.SKIPPED
         except StepTransient as exc:
             logger.warning(
@@ -276,18 +294,25 @@ def step_run(*, event_id: int, name: str, final_attempt: bool = True) -> str:
                     name,
                     EnrichmentStep.State.FAILED,
                     f"{exc} (gave up after retries)",
+                    started,
                 )
                 return EnrichmentStep.State.FAILED
             EnrichmentStep.objects.filter(id=step.id).update(
                 state=EnrichmentStep.State.PENDING, detail=f"retrying: {exc}"[:500]
             )
+            _step_record(name, "retry", started)
             raise
         except Exception as exc:
             logger.exception("enrichment %s for event %s failed", name, event.event_id)
             _finish(
-                step.id, event_id, name, EnrichmentStep.State.FAILED, f"{type(exc).__name__}: {exc}"
+                step.id,
+                event_id,
+                name,
+                EnrichmentStep.State.FAILED,
+                f"{type(exc).__name__}: {exc}",
+                started,
             )
             return EnrichmentStep.State.FAILED
         logger.info("enrichment %s for event %s done: %s", name, event.event_id, detail)
-        _finish(step.id, event_id, name, EnrichmentStep.State.DONE, detail)
+        _finish(step.id, event_id, name, EnrichmentStep.State.DONE, detail, started)
     return EnrichmentStep.State.DONE

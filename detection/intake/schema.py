@@ -14,6 +14,9 @@ SCHEMA_ID = "https://moderation-portal.invalid/schemas/detection-event.v1.json"
 _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9._:\-]+$"}
 _DATETIME = {"type": "string", "format": "date-time", "maxLength": 40}
 _PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
+_MODEL_VERSION = {"type": "string", "minLength": 1, "maxLength": 64}
+# Shadow models scored beside the champion; their scores are stored and compared, never routed.
+MAX_CHALLENGERS = 5
 
 
 def _scores() -> dict:
@@ -130,7 +133,7 @@ def event_schema() -> dict:
                 "required": ["model", "model_version", "scores", "modality_scores", "reason_codes"],
                 "properties": {
                     "model": {"type": "string", "minLength": 1, "maxLength": 128},
-                    "model_version": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "model_version": _MODEL_VERSION,
                     "scores": {**_scores(), "minProperties": 1},
                     "modality_scores": {
                         "type": "object",
@@ -143,6 +146,24 @@ def event_schema() -> dict:
                         "items": {"type": "string", "minLength": 1, "maxLength": 64},
                     },
                     "sample": {"type": "boolean"},
+                    "challengers": {
+                        "type": "array",
+                        "description": (
+                            "Models running in shadow beside the champion: their scores are "
+                            "stored per case and compared on /models/, and never route anything. "
+                            "Each model_version appears once and differs from the champion's."
+                        ),
+                        "maxItems": MAX_CHALLENGERS,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["model_version", "scores"],
+                            "properties": {
+                                "model_version": _MODEL_VERSION,
+                                "scores": {**_scores(), "minProperties": 1},
+                            },
+                        },
+                    },
                 },
             },
         },

@@ -9,6 +9,7 @@ import base64
 import copy
 import hashlib
 import io
+import math
 import random
 import uuid
 from dataclasses import dataclass
@@ -271,6 +272,19 @@ def known_bad_bank() -> list[dict]:
     ]
 
 
+# The shadow model the simulator can send beside the champion (`challengers=True`, on in the
+# demo): in logit space, sharper than the champion on counterfeit goods, blunter on stolen goods,
+# and about the same elsewhere, so a comparison has a winner and a loser per policy.
+CHALLENGER_VERSION = "2026.12.0-rc1"
+CHALLENGER_SHIFT = {"counterfeit": 1.2, "stolen_goods": -1.0}
+CHALLENGER_NOISE = 0.35
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
 def _price(rng) -> str:
     return f"{rng.choice([9.99, 25, 80, 120, 450, 1200, 3.5]) * rng.uniform(0.5, 1.5):.2f}"
 
@@ -284,9 +298,13 @@ class Seller:
 
 
 class DetectionTierSimulator:
-    def __init__(self, seed: int = 0, *, sellers: int = 60, image_cache: int = 64):
+    def __init__(
+        self, seed: int = 0, *, sellers: int = 60, image_cache: int = 64, challengers: bool = False
+    ):
         self.rng = random.Random(seed)
         self.seed = seed
+        # Its own generator: the champion's events are the same with or without challengers.
+        self.challenger_rng = random.Random(f"challenger-{seed}") if challengers else None
         now = datetime.now(UTC)
         self.sellers = [
             Seller(
@@ -325,6 +343,17 @@ class DetectionTierSimulator:
         for other in self.rng.sample([p for p in POLICY_CODES if p != policy], 2):
             scores[other] = round(self.rng.uniform(0.0, min(top, 0.3)), 4)
         return scores
+
+    def _challenger_scores(self, scores: dict, policy: str, violating: bool) -> dict:
+        """The champion's scores as the shadow model sees the same listing: pushed towards the
+        truth on the policies it is better at, away from it on those it is worse at."""
+        rng = self.challenger_rng
+        out = {}
+        for code, score in scores.items():
+            truth = 1.0 if violating and code == policy else -1.0
+            z = _logit(score) + truth * CHALLENGER_SHIFT.get(code, 0.0)
+            out[code] = round(1 / (1 + math.exp(-(z + rng.gauss(0.0, CHALLENGER_NOISE)))), 4)
+        return out
 
     def _top_score(self, sample: bool, negative: bool) -> float:
         if sample:
@@ -413,6 +442,16 @@ class DetectionTierSimulator:
         }
         if sample:
             event["detection"]["sample"] = True
+        if self.challenger_rng is not None:
+            violating = not (sample or negative)
+            event["detection"]["challengers"] = [
+                {
+                    "model_version": CHALLENGER_VERSION,
+                    "scores": self._challenger_scores(
+                        event["detection"]["scores"], policy, violating
+                    ),
+                }
+            ]
         return event
 
     def malformed(self) -> dict:

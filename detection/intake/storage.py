@@ -22,9 +22,18 @@ from detection.intake.dead_letters import (
     storable_id,
     storable_reason,
 )
+from detection.intake.metrics import ingest_record
 from detection.intake.storable import escape_unstorable
 from detection.intake.validation import Reason, ValidEvent, validate_event
-from detection.models import DeadLetter, DetectionEvent, Listing, ListingImage, Seller
+from detection.models import (
+    DeadLetter,
+    DetectionEvent,
+    Listing,
+    ListingImage,
+    Seller,
+    ShadowScore,
+)
+from moderation_portal.core import metrics
 from moderation_portal.core.tracing import trace
 
 logger = logging.getLogger(__name__)
@@ -198,6 +207,15 @@ def _write_batch(valid: list[ValidEvent], source: str, open_cases: OpenCases) ->
                 )
             )
     ListingImage.objects.bulk_create(images, ignore_conflicts=True)
+    event_pks = {row.event_id: row.pk for row in mine}
+    ShadowScore.objects.bulk_create(
+        [
+            ShadowScore(event_id=event_pks[ev.event_id], model_version=v, policy=p, score=score)
+            for ev in valid
+            if ev.event_id in event_pks
+            for v, p, score in ev.challenger_scores
+        ]
+    )
     if mine:
         open_cases(mine)
     return accepted_ids
@@ -231,8 +249,16 @@ def _storage_failure_reason(exc: BaseException) -> Reason:
     )
 
 
+def _log_fields(ev: ValidEvent) -> dict:
+    return {
+        "listing_id": ev.payload["listing"]["id"],
+        "seller_id": ev.payload["seller"]["id"],
+        "model_version": ev.payload["detection"]["model_version"],
+    }
+
+
 def _failed(ev: ValidEvent, exc: Exception) -> Reason:
-    with trace(ev.trace_id):
+    with trace(ev.trace_id, **_log_fields(ev)):
         logger.error("event %s could not be stored", ev.event_id, exc_info=exc)
     return _storage_failure_reason(exc)
 
@@ -305,7 +331,10 @@ def events_ingest(*, events: list, source: str, open_cases: OpenCases) -> list[O
                 rejected.append((i, [failures[ev.event_id]]))
                 continue
             outcomes[i].status = ACCEPTED if ev.event_id in accepted_ids else DUPLICATE
-            with trace(ev.trace_id):
+            if metrics.ENABLED and outcomes[i].status == ACCEPTED:
+                for version, policy, score in ev.challenger_scores:
+                    metrics.CHALLENGER_SCORE.labels(policy, version).observe(score)
+            with trace(ev.trace_id, **_log_fields(ev)):
                 logger.info("event %s %s (%s)", ev.event_id, outcomes[i].status, source)
 
     if rejected:
@@ -316,6 +345,9 @@ def events_ingest(*, events: list, source: str, open_cases: OpenCases) -> list[O
         for (i, _reasons), letter in zip(rejected, letters, strict=True):
             outcomes[i].reasons = letter.reasons
             outcomes[i].dead_letter_id = letter.id
+    if metrics.ENABLED:
+        stored = [ev for i, ev in valid if outcomes[i].status == ACCEPTED]
+        ingest_record(source=source, outcomes=outcomes, stored=stored)
     return outcomes
 
 
@@ -325,7 +357,7 @@ def batch_reject(*, events: list, source: str, reason: Reason) -> list[Outcome]:
     """
     letters = dead_letters_store(items=[(raw, [reason]) for raw in events], source=source)
     reasons = [storable_reason(reason).as_dict()]
-    return [
+    outcomes = [
         Outcome(
             index=i,
             status=REJECTED,
@@ -335,6 +367,9 @@ def batch_reject(*, events: list, source: str, reason: Reason) -> list[Outcome]:
         )
         for i, letter in enumerate(letters)
     ]
+    if metrics.ENABLED:
+        ingest_record(source=source, outcomes=outcomes)
+    return outcomes
 
 
 def dead_letters_replay(*, letters: list[DeadLetter], open_cases: OpenCases) -> list[Outcome]:

@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -91,6 +92,15 @@ class ValidEvent:
         scores = self.payload["detection"]["scores"]
         policy = max(sorted(scores), key=lambda code: scores[code])
         return policy, float(scores[policy])
+
+    @property
+    def challenger_scores(self) -> list[tuple[str, str, float]]:
+        """(model version, policy, score) of every shadow model's score: stored, never routed."""
+        return [
+            (challenger["model_version"], policy, float(score))
+            for challenger in self.payload["detection"].get("challengers", [])
+            for policy, score in sorted(challenger["scores"].items())
+        ]
 
 
 @lru_cache(maxsize=4)
@@ -254,6 +264,46 @@ def _check_image(raw: dict, position: int, reasons: list[Reason]) -> ValidImage 
     return image
 
 
+def _check_finite_scores(detection: dict, reasons: list[Reason]) -> None:
+    """JSON text may carry NaN, which every range check lets through: refuse it by name."""
+    groups = [("detection.scores", detection["scores"])]
+    groups += [
+        (f"detection.modality_scores.{modality}", scores)
+        for modality, scores in detection["modality_scores"].items()
+    ]
+    groups += [
+        (f"detection.challengers[{i}].scores", challenger["scores"])
+        for i, challenger in enumerate(detection.get("challengers", []))
+    ]
+    for where, scores in groups:
+        for policy, score in scores.items():
+            if not math.isfinite(score):
+                reasons.append(Reason(f"{where}.{policy}", "not_a_number", "is not a number"))
+
+
+def _check_challengers(detection: dict, reasons: list[Reason]) -> None:
+    """Each shadow model once, and none of them the champion (its scores are the event's)."""
+    seen: set[str] = set()
+    for position, challenger in enumerate(detection.get("challengers", [])):
+        version = challenger["model_version"]
+        where = f"detection.challengers[{position}].model_version"
+        if version == detection["model_version"]:
+            reasons.append(
+                Reason(
+                    where,
+                    "challenger_is_champion",
+                    "is the champion's model_version: a challenger is another model",
+                )
+            )
+        elif version in seen:
+            reasons.append(
+                Reason(
+                    where, "duplicate_challenger", "repeats an earlier challenger's model_version"
+                )
+            )
+        seen.add(version)
+
+
 def parse_event(raw) -> tuple[object, list[Reason]]:
     """Turn what arrived (a dict, or JSON text) into a dict, or say why it cannot be read."""
     if isinstance(raw, str | bytes):
@@ -305,6 +355,8 @@ def validate_event(raw) -> tuple[ValidEvent | None, list[Reason]]:
         checked = _check_image(raw_image, position, reasons)
         if checked is not None:
             images.append(checked)
+    _check_finite_scores(event["detection"], reasons)
+    _check_challengers(event["detection"], reasons)
     if reasons:
         return None, reasons
     return (

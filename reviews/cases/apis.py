@@ -7,6 +7,7 @@ from moderation_portal.core.access import MODERATOR, role_permission
 from moderation_portal.core.api import error_response
 from reviews.cases import claims, selectors
 from reviews.cases.evidence import cases_evidence
+from reviews.cases.metrics import claim_queue_get
 from reviews.cases.selectors import CASE_READERS
 from reviews.cases.serializers import CaseOutput, ClaimInput, DecisionInput, DecisionOutput
 from reviews.decisions.services import DecisionRefused, DecisionSpec
@@ -52,9 +53,7 @@ class CaseClaimNextApi(APIView):
         data.is_valid(raise_exception=True)
         queue = None
         if data.validated_data.get("queue"):
-            queue = selectors.queue_get_for_user(
-                slug=data.validated_data["queue"], user=request.user
-            )
+            queue = claim_queue_get(slug=data.validated_data["queue"], user=request.user)
         case = claims.case_claim_next(user=request.user, queue=queue)
         if case is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

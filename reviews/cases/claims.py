@@ -3,13 +3,14 @@ expiry, and the human decision that ends a claim. The lease mechanics are the po
 lease implementation (moderation_portal.core.leases)."""
 
 import json
+import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from moderation_portal.core import live
+from moderation_portal.core import live, metrics
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_event, audit_record
 from moderation_portal.core.leases import (
     LeaseSpec,
@@ -20,6 +21,7 @@ from moderation_portal.core.leases import (
     lease_take,
 )
 from moderation_portal.core.models import AuditEvent
+from reviews.cases.metrics import CLAIMED, EMPTY, claim_record
 from reviews.cases.models import Case, CaseSkip, Queue
 from reviews.decisions.models import Decision
 from reviews.decisions.services import DecisionSpec, decision_latest, decision_record
@@ -105,6 +107,7 @@ def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
     one round trip a claim. On SQLite, which has no row locks, the statement and the audit event
     run in one transaction and write transactions are serialised.
     """
+    started = time.perf_counter()
     queue = queue or Queue.default_review()
     lease = case_lease()
     now = timezone.now()
@@ -164,10 +167,17 @@ def case_claim_next(*, user, queue: Queue | None = None) -> Case | None:
                 )
     if case is None:
         held = queue.narrow(Case.objects.filter(**lease.held_by(user, now)))
-        return held.order_by("claimed_at").first()
-    live.changed_on_commit(
-        case_id=case.pk, what="claimed"
-    )  # at once in autocommit; after an outer commit
+        case = held.order_by("claimed_at").first()
+    else:
+        live.changed_on_commit(
+            case_id=case.pk, what="claimed"
+        )  # at once in autocommit; after an outer commit
+    if metrics.ENABLED:
+        claim_record(
+            queue=queue,
+            outcome=CLAIMED if case is not None else EMPTY,
+            seconds=time.perf_counter() - started,
+        )
     return case
 
 

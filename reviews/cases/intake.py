@@ -18,10 +18,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from detection.intake.dead_letters import dead_letters_store
+from detection.intake.metrics import dead_lettered_record
 from detection.intake.storage import Outcome, batch_reject, events_ingest
 from detection.intake.storage import dead_letters_replay as letters_submit_again
 from detection.intake.validation import Reason
 from detection.models import DeadLetter, DetectionEvent
+from moderation_portal.core import metrics
 from moderation_portal.core.access import DETECTION_TIER, role_permission
 from moderation_portal.core.api import error_response
 from reviews.cases.opening import cases_open_for_events
@@ -51,6 +53,11 @@ def _too_large(count: int) -> Reason:
     return Reason(
         "$", "batch_too_large", f"{count} events; the limit is {settings.INGEST_MAX_BATCH} a batch"
     )
+
+
+def _dead_lettered(source: str, code: str) -> None:
+    if metrics.ENABLED:
+        dead_lettered_record(source=source, code=code)
 
 
 def _counts(outcomes: list[Outcome]) -> dict:
@@ -131,6 +138,7 @@ class DetectionIngestApi(APIView):
                 ],
                 source=SOURCE_API,
             )[0]
+            _dead_lettered(SOURCE_API, "body_too_large")
             return error_response(
                 "body_too_large",
                 f"The body is over {settings.INGEST_MAX_BODY_BYTES} bytes.",
@@ -142,6 +150,7 @@ class DetectionIngestApi(APIView):
         except (ValueError, UnicodeDecodeError) as exc:
             reason = Reason("$", "unparseable_json", f"the body is not valid JSON: {exc}")
             letter = dead_letters_store(items=[(body, [reason])], source=SOURCE_API)[0]
+            _dead_lettered(SOURCE_API, reason.code)
             return error_response(
                 "unparseable_json",
                 letter.reasons[0]["message"],
@@ -151,6 +160,7 @@ class DetectionIngestApi(APIView):
         if not isinstance(events, list):
             reason = Reason("$", "wrong_type", "the body must be a JSON list of events")
             letter = dead_letters_store(items=[(events, [reason])], source=SOURCE_API)[0]
+            _dead_lettered(SOURCE_API, reason.code)
             return error_response(
                 "wrong_type", reason.message, status_code=400, details={"dead_letter_id": letter.id}
             )
@@ -184,6 +194,7 @@ def ingest_events_task(events) -> dict:
             items=[(events, [Reason("$", "wrong_type", "the task takes a list of events")])],
             source=SOURCE_CELERY,
         )
+        _dead_lettered(SOURCE_CELERY, "wrong_type")
         return {"accepted": 0, "duplicate": 0, "rejected": 1}
     if len(events) > settings.INGEST_MAX_BATCH:
         outcomes = batch_reject(events=events, source=SOURCE_CELERY, reason=_too_large(len(events)))

@@ -16,10 +16,11 @@ from django.utils import timezone
 from detection.models import DetectionEvent, Listing
 from detection.tasks import enrich_event_task
 from llm_verify.services import configured as llm_configured
-from moderation_portal.core import live
+from moderation_portal.core import live, metrics
 from moderation_portal.core.audit import AuditAction, audit_event
 from moderation_portal.core.models import AuditEvent
-from moderation_portal.core.tracing import trace
+from moderation_portal.core.tracing import log_context
+from reviews.cases.metrics import cases_opened_record
 from reviews.cases.models import Case, Queue
 from reviews.cases.priority import priority_key
 from reviews.cases.tasks import llm_verify_case_task
@@ -44,7 +45,7 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
     listings = {
         row["id"]: row
         for row in Listing.objects.filter(id__in={e.listing_id for e in events}).values(
-            "id", "region", "language", "seller_id"
+            "id", "region", "language", "seller_id", "external_id", "seller__external_id"
         )
     }
     reach = dict(
@@ -106,14 +107,29 @@ def cases_open_for_events(*, events: list[DetectionEvent]) -> list[Case]:
         ],
         now=now,
     )
+    log_fields = {case.pk: _log_fields(case, listings[case.listing_id]) for case in cases}
     for case in cases:
-        with trace(case.trace_id):
+        with log_context(**log_fields[case.pk]):
             logger.info("case %s opened: %s", case.pk, case.route_reason)
-    to_enrich = [c.detection_event_id for c in cases if c.route != Case.Route.ALLOW]
-    to_verify = [c.pk for c in cases if c.llm_state == Case.LlmState.PENDING]
+    to_enrich = [
+        (c.detection_event_id, log_fields[c.pk]) for c in cases if c.route != Case.Route.ALLOW
+    ]
+    to_verify = [(c.pk, log_fields[c.pk]) for c in cases if c.llm_state == Case.LlmState.PENDING]
     live.changed_on_commit()
     transaction.on_commit(lambda: _enqueue_followups(to_enrich, to_verify))
+    if metrics.ENABLED:
+        cases_opened_record(cases)
     return cases
+
+
+def _log_fields(case: Case, listing: dict) -> dict:
+    return {
+        "trace_id": case.trace_id,
+        "case_id": case.pk,
+        "listing_id": listing["external_id"],
+        "seller_id": listing["seller__external_id"],
+        "model_version": case.detection_event.model_version,
+    }
 
 
 def _case_for(event, ladder, policy, listing: dict, reach: dict, llm_ready: bool, now) -> Case:
@@ -168,20 +184,25 @@ def _case_for(event, ladder, policy, listing: dict, reach: dict, llm_ready: bool
     )
 
 
-def _enqueue_followups(event_ids: list[int], verify_case_ids: list[int]) -> None:
-    for event_id in event_ids:
-        try:
-            enrich_event_task.apply_async(args=[event_id])
-        except Exception:
-            logger.warning("could not enqueue enrichment of event %s", event_id, exc_info=True)
+def _enqueue_followups(
+    event_ids: list[tuple[int, dict]], verify_case_ids: list[tuple[int, dict]]
+) -> None:
+    # Each task is sent under its case's log context, so the worker logs the case's trace id.
+    for event_id, log_fields in event_ids:
+        with log_context(**log_fields):
+            try:
+                enrich_event_task.apply_async(args=[event_id])
+            except Exception:
+                logger.warning("could not enqueue enrichment of event %s", event_id, exc_info=True)
     # Verification normally starts when enrichment finishes (reviews.cases.receivers); this is
     # the fallback for enrichment that is slow or stuck: then the LLM verifies with what there is.
-    for case_id in verify_case_ids:
-        try:
-            llm_verify_case_task.apply_async(
-                args=[case_id], countdown=settings.LLM_WAIT_FOR_ENRICHMENT_SECONDS
-            )
-        except Exception:
-            logger.warning(
-                "could not enqueue the LLM verification of case %s", case_id, exc_info=True
-            )
+    for case_id, log_fields in verify_case_ids:
+        with log_context(**log_fields):
+            try:
+                llm_verify_case_task.apply_async(
+                    args=[case_id], countdown=settings.LLM_WAIT_FOR_ENRICHMENT_SECONDS
+                )
+            except Exception:
+                logger.warning(
+                    "could not enqueue the LLM verification of case %s", case_id, exc_info=True
+                )

@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from llm_verify.models import LlmVerdict
 from llm_verify.services import configured, verdict_obtain
-from moderation_portal.core import live
+from moderation_portal.core import live, metrics
 from moderation_portal.core.audit import AuditAction, audit_record
+from moderation_portal.core.tracing import log_context
 from reviews.cases import selectors
 from reviews.cases.evidence import case_evidence
 from reviews.cases.models import Case
@@ -182,9 +183,11 @@ def case_apply_verdict(*, case: Case, verdict: LlmVerdict) -> Decision | None:
 def llm_run_for_case(*, case_id: int) -> LlmVerdict | None:
     """Claim the case's pending verification, ask, and apply. Safe to run twice."""
     if not configured():
-        Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(
+        unverified = Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(
             llm_state=Case.LlmState.NOT_CONFIGURED
         )
+        if metrics.ENABLED and unverified:
+            metrics.LLM_VERDICTS.labels("not_configured").inc(unverified)
         return None
     now = timezone.now()
     claimed = Case.objects.filter(id=case_id, llm_state=Case.LlmState.PENDING).update(
@@ -203,13 +206,22 @@ def llm_run_for_case(*, case_id: int) -> LlmVerdict | None:
     case = Case.objects.select_related(
         "listing__seller", "detection_event", "policy", "ladder_version"
     ).get(id=case_id)
-    try:
-        verdict = verdict_obtain(event_id=case.detection_event_id, context=context_for_case(case))
-    except Exception:
-        Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING).update(
-            llm_state=Case.LlmState.FAILED
-        )
-        logger.exception("LLM verification of case %s failed", case_id)
-        raise
-    case_apply_verdict(case=case, verdict=verdict)
+    with log_context(
+        trace_id=case.trace_id,
+        case_id=case.pk,
+        listing_id=case.listing.external_id,
+        seller_id=case.listing.seller.external_id,
+        model_version=case.detection_event.model_version,
+    ):
+        try:
+            verdict = verdict_obtain(
+                event_id=case.detection_event_id, context=context_for_case(case)
+            )
+        except Exception:
+            Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING).update(
+                llm_state=Case.LlmState.FAILED
+            )
+            logger.exception("LLM verification of case %s failed", case_id)
+            raise
+        case_apply_verdict(case=case, verdict=verdict)
     return verdict

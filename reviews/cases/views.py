@@ -15,12 +15,14 @@ from reviews.appeals.models import SuspensionProposal
 from reviews.appeals.strikes import seller_strikes
 from reviews.cases import claims, selectors
 from reviews.cases.evidence import case_evidence
+from reviews.cases.metrics import claim_queue_get
 from reviews.cases.models import Case
 from reviews.cases.preferences import preference_for, preference_set
 from reviews.cases.selectors import CASE_READERS
 from reviews.cases.serializers import DecisionInput
 from reviews.decisions.models import Decision
 from reviews.decisions.services import DecisionRefused, DecisionSpec
+from reviews.policies.challengers import case_score_table
 
 
 @require_GET
@@ -74,7 +76,7 @@ def queues_fragment(request):
 
 
 def _claim_and_redirect(request, queue_slug: str):
-    queue = selectors.queue_get_for_user(slug=queue_slug, user=request.user)
+    queue = claim_queue_get(slug=queue_slug, user=request.user)
     case = claims.case_claim_next(user=request.user, queue=queue)
     if case is None:
         messages.info(request, f"No cases are waiting in “{queue.name}”.")
@@ -121,7 +123,7 @@ def case_page(request, case_id: int):
         "listing": case.listing,
         "seller": case.listing.seller,
         "event": event,
-        "scores": sorted(event.scores.items(), key=lambda kv: -kv[1]),
+        **case_score_table(event),  # the challengers' scores beside the champion's
         "modality": modality,
         "decisions": list(case.decisions.all()),
         "history": selectors.seller_history(seller_id=case.listing.seller_id),

@@ -58,6 +58,7 @@ class Command(BaseCommand):
                 str(seed),
                 "--malformed-ratio",
                 "0.05",
+                "--challengers",  # a shadow model beside the champion, compared on /models/
             )
             self.log(f"simulated in {time.monotonic() - started:.0f} s")
             self._seed_decisions()
@@ -144,9 +145,12 @@ class Command(BaseCommand):
 
     def _seed_decisions(self) -> None:
         """A few confirmed decisions, so similar known violations have a past decision to show."""
+        from detection.intake.simulator import HARD_NEGATIVES
         from reviews.cases import claims
         from reviews.cases.models import Case
         from reviews.decisions.services import DecisionSpec
+
+        hard_negative_titles = {title for _, title, _, _ in HARD_NEGATIVES}
 
         user, _ = User.objects.get_or_create(username=SEED_MODERATOR)
         user.set_unusable_password()
@@ -159,13 +163,15 @@ class Command(BaseCommand):
             claimed = claims.case_claim_next(user=user)
             if claimed is None:
                 break
+            # the simulator's look-alikes (water guns, herbs) are cleared, as a moderator would
+            cleared = claimed.listing.title in hard_negative_titles
             claims.case_decide(
                 case=claimed,
                 user=user,
                 spec=DecisionSpec(
-                    verdict="violation",
-                    policy=claimed.policy_id,
-                    action="remove",
+                    verdict="no_violation" if cleared else "violation",
+                    policy=None if cleared else claimed.policy_id,
+                    action="none" if cleared else "remove",
                     notes="seeded at demo set-up",
                 ),
             )

@@ -22,13 +22,18 @@ class Command(BaseCommand):
             "--malformed-ratio", type=float, default=0.0, help="share of malformed events, 0..1"
         )
         parser.add_argument("--batch-size", type=int, default=50)
+        parser.add_argument(
+            "--challengers",
+            action="store_true",
+            help="also send a shadow model's scores (detection.challengers) beside the champion's",
+        )
 
-    def handle(self, *args, count, rate, seed, malformed_ratio, batch_size, **options):
+    def handle(self, *args, count, rate, seed, malformed_ratio, batch_size, challengers, **options):
         if count < 0 or not 0.0 <= malformed_ratio <= 1.0 or rate < 0 or batch_size < 1:
             raise CommandError(
                 "--count ≥ 0, --rate ≥ 0, --batch-size ≥ 1 and 0 ≤ --malformed-ratio ≤ 1"
             )
-        sim = DetectionTierSimulator(seed=seed)
+        sim = DetectionTierSimulator(seed=seed, challengers=challengers)
         sent, started = 0, time.monotonic()
         while sent < count:
             n = min(batch_size, count - sent)
