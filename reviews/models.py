@@ -11,6 +11,7 @@ from reviews.enforcement.models import (
     StatementOfReasons,
     WebhookEndpoint,
 )
+from reviews.monitoring.models import DriftAlarm, DriftCheckRun
 from reviews.policies.models import LadderVersion, Policy
 from reviews.qa.models import QaReview, QaSample
 
@@ -20,6 +21,8 @@ __all__ = [
     "CaseSkip",
     "Decision",
     "DeliveryAttempt",
+    "DriftAlarm",
+    "DriftCheckRun",
     "Enforcement",
     "LadderVersion",
     "OutboxMessage",
