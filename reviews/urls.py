@@ -6,6 +6,8 @@ from reviews.cases import apis, views
 from reviews.cases.consumers import CaseConsumer, QueuesConsumer
 from reviews.enforcement import apis as enforcement_apis
 from reviews.enforcement import views as enforcement_views
+from reviews.monitoring import views as monitoring_views
+from reviews.policies import model_views
 from reviews.policies import views as ladder_views
 from reviews.qa import views as qa_views
 
@@ -34,6 +36,7 @@ urlpatterns = [
     path("qa/", qa_views.qa_page, name="qa"),
     path("qa/claim/", qa_views.qa_claim, name="qa_claim"),
     path("qa/samples/<int:sample_id>/", qa_views.qa_sample, name="qa_sample"),
+    path("dashboard/", monitoring_views.dashboard_page, name="dashboard"),
     path("appeals/", appeal_views.appeals_page, name="appeals"),
     path("appeals/claim/", appeal_views.appeal_claim, name="appeal_claim"),
     path("appeals/<int:appeal_id>/", appeal_views.appeal_page, name="appeal"),
@@ -77,9 +80,11 @@ urlpatterns = [
         ladder_views.ladder_activate,
         name="ladder_activate",
     ),
+    path("models/", model_views.models_page, name="models"),
 ]
 
 api_urlpatterns = [
+    path("models/compare/", model_views.ModelCompareApi.as_view(), name="api-models-compare"),
     path("cases/", apis.CaseListApi.as_view(), name="api-cases"),
     path("cases/claim-next/", apis.CaseClaimNextApi.as_view(), name="api-claim-next"),
     path("cases/<int:case_id>/", apis.CaseDetailApi.as_view(), name="api-case"),

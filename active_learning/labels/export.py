@@ -40,6 +40,7 @@ from django.conf import settings
 from active_learning.labels.models import Label
 from active_learning.labels.services import listing_content_hashes
 from detection.models import ListingImage
+from moderation_portal.core import metrics
 
 FORMAT = 1
 SPLITS = ("train", "validation", "test")
@@ -235,6 +236,9 @@ def labels_export(*, out_dir: Path, as_of: datetime) -> ExportResult:
         target / MANIFEST_FILE,
         (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(),
     )
+    if metrics.ENABLED:
+        for kind, n in Counter(row["kind"] for row in training).items():
+            metrics.LABELS_EXPORTED.labels(kind).inc(n)
     return ExportResult(version=version, path=target, manifest=manifest)
 
 

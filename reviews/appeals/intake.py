@@ -11,6 +11,7 @@ Answers: 201 a new appeal; 200 the same `appeal_id` again (the same appeal); 404
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,10 +23,14 @@ from django.utils.dateparse import parse_datetime
 
 from detection.intake.storable import escape_unstorable, is_storable
 from detection.models import Listing
+from moderation_portal.core import metrics
 from moderation_portal.core.audit import AuditAction, audit_record
+from moderation_portal.core.tracing import trace
 from reviews.appeals.models import Appeal, RefusedAppeal
 from reviews.enforcement.models import Enforcement, EnforcementAction
 from reviews.enforcement.services import REVERSAL_OF
+
+logger = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 FIELDS = ("appeal_id", "enforcement_id", "seller_id", "statement", "submitted_at")
@@ -186,6 +191,9 @@ def appeal_open(*, payload: object, user) -> Answer:
                 trace_id=decision.trace_id,
                 data={"appeal_id": appeal.appeal_id, "enforcement_id": enforcement.pk},
             )
+            if metrics.ENABLED:
+                labels = (decision.policy_id or "none", decision.source)
+                transaction.on_commit(lambda: metrics.APPEALS.labels(*labels).inc())
     except IntegrityError:
         again = Appeal.objects.filter(appeal_id=clean["appeal_id"]).first()
         if again is not None:  # the same appeal, sent twice at once
@@ -197,4 +205,11 @@ def appeal_open(*, payload: object, user) -> Answer:
             "already_appealed",
             "That enforcement action has an appeal already.",
         )
+    with trace(
+        decision.trace_id,
+        case_id=decision.case_id,
+        listing_id=enforcement.listing.external_id,
+        seller_id=seller.external_id,
+    ):
+        logger.info("appeal %s opened against enforcement %s", appeal.pk, enforcement.pk)
     return Answer(status=201, appeal=appeal)

@@ -15,14 +15,18 @@ keeps everything and sends `appeal.resolved` with the reasoned answer.
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from moderation_portal.core import metrics
 from moderation_portal.core.access import APPEALS, has_role
 from moderation_portal.core.audit import AuditAction, audit_record
 from moderation_portal.core.leases import LeaseSpec, lease_claim_next, lease_finish, lease_return
+from moderation_portal.core.tracing import trace
 from reviews.appeals.models import Appeal
 from reviews.decisions.models import Decision
 from reviews.decisions.services import (
@@ -34,7 +38,10 @@ from reviews.decisions.services import (
 from reviews.enforcement.models import OutboxMessage
 from reviews.policies.services import ladder_active
 
+logger = logging.getLogger(__name__)
+
 MAX_NOTES = 5000
+OUTCOME_LABELS = {Appeal.Outcome.UPHOLD: "upheld", Appeal.Outcome.OVERTURN: "overturned"}
 
 
 def lease_spec() -> LeaseSpec[Appeal]:
@@ -165,5 +172,11 @@ def appeal_decide(*, appeal: Appeal, user, outcome: str, notes: str) -> Appeal:
                 "overturn_decision": overturn.pk if overturn else None,
             },
         )
+        if metrics.ENABLED:
+            appealed = appeal.decision  # loaded above: who decided it
+            labels = (appealed.policy_id or "none", appealed.source, OUTCOME_LABELS[outcome])
+            transaction.on_commit(lambda: metrics.APPEAL_OVERTURNS.labels(*labels).inc())
     locked.refresh_from_db()
+    with trace(locked.trace_id, case_id=locked.case_id):
+        logger.info("appeal %s decided: %s", locked.pk, outcome)
     return locked

@@ -18,9 +18,10 @@ from django.utils import timezone
 from detection.evidence.banks import evidence_withdraw_for_decisions
 from detection.models import Listing
 from detection.tasks import reference_add_task
-from moderation_portal.core import live
+from moderation_portal.core import live, metrics
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_event
 from moderation_portal.core.models import AuditEvent
+from moderation_portal.core.tracing import log_context
 from reviews.appeals.strikes import (
     StrikeItem,
     proposals_open,
@@ -29,6 +30,7 @@ from reviews.appeals.strikes import (
     suspension_problem,
 )
 from reviews.cases.models import Case
+from reviews.decisions.metrics import decisions_count_on_commit
 from reviews.decisions.models import Decision
 from reviews.decisions.signals import decisions_recorded
 from reviews.enforcement.models import Enforcement, OutboxMessage
@@ -110,11 +112,11 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 for item in new
             ]
         )
-        seller_of = dict(
-            Listing.objects.filter(id__in={item.case.listing_id for item in new}).values_list(
-                "id", "seller_id"
-            )
-        )
+        listing_rows = Listing.objects.filter(
+            id__in={item.case.listing_id for item in new}
+        ).values_list("id", "seller_id", "external_id", "seller__external_id")
+        seller_of = {row[0]: row[1] for row in listing_rows}
+        external_ids = {row[0]: (row[2], row[3]) for row in listing_rows}
         for item in new:
             if item.spec.action == Decision.Action.SUSPEND:
                 problem = suspension_problem(seller_of[item.case.listing_id])
@@ -206,7 +208,10 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
         if confirmed:
             transaction.on_commit(lambda: _references_add(confirmed))
         _evidence_withdraw(new, decisions)
+        _log_recorded(new, decisions, external_ids)
         decisions_recorded.send(sender=Decision, decisions=decisions)
+        if metrics.ENABLED:
+            decisions_count_on_commit(cases=[i.case for i in new], decisions=decisions, now=now)
     return decisions
 
 
@@ -228,6 +233,32 @@ def outbox_order_lock(seller_ids: set[int]) -> None:
         )
 
 
+def _log_recorded(
+    new: list[NewDecision], decisions: list[Decision], external_ids: dict[int, tuple[str, str]]
+) -> None:
+    event_field = Case._meta.get_field("detection_event")
+    for item, decision in zip(new, decisions, strict=True):
+        listing_id, seller_id = external_ids[item.case.listing_id]
+        with log_context(
+            trace_id=item.case.trace_id,
+            case_id=item.case.pk,
+            listing_id=listing_id,
+            seller_id=seller_id,
+            # Only when the case came with its event: a log line is not worth a query.
+            model_version=item.case.detection_event.model_version
+            if event_field.is_cached(item.case)
+            else None,
+        ):
+            logger.info(
+                "decision %s on case %s: %s, %s (%s)",
+                decision.pk,
+                item.case.pk,
+                decision.verdict,
+                decision.action,
+                decision.source,
+            )
+
+
 def decision_record(**item) -> Decision:
     """Record one decision (keyword arguments of NewDecision) with all its side effects."""
     now = item.pop("now", None)
@@ -239,23 +270,24 @@ def _references_add(decisions: list[Decision]) -> None:
     flags (detection's index).
     """
     for decision in decisions:
-        try:
-            reference_add_task.apply_async(
-                args=[
+        with log_context(trace_id=decision.trace_id, case_id=decision.case_id):
+            try:
+                reference_add_task.apply_async(
+                    args=[
+                        decision.pk,
+                        decision.case_id,
+                        decision.case.detection_event_id,
+                        decision.policy_id,
+                        decision.action,
+                        decision.created_at.isoformat(),
+                    ]
+                )
+            except Exception:
+                logger.warning(
+                    "could not enqueue the reference embedding of decision %s",
                     decision.pk,
-                    decision.case_id,
-                    decision.case.detection_event_id,
-                    decision.policy_id,
-                    decision.action,
-                    decision.created_at.isoformat(),
-                ]
-            )
-        except Exception:
-            logger.warning(
-                "could not enqueue the reference embedding of decision %s",
-                decision.pk,
-                exc_info=True,
-            )
+                    exc_info=True,
+                )
 
 
 def decision_latest(case: Case) -> Decision | None:

@@ -35,10 +35,12 @@ from django.db import connection, transaction
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
+from moderation_portal.core import metrics
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_record
 from moderation_portal.core.tracing import trace
 from reviews.appeals.models import Appeal
 from reviews.enforcement import webhooks
+from reviews.enforcement.metrics import delivery_record
 from reviews.enforcement.models import (
     DeliveryAttempt,
     Enforcement,
@@ -268,6 +270,28 @@ def message_send(message: OutboxMessage) -> str:
     """One attempt at a claimed message. Returns what became of it: delivered, retrying,
     failed, disabled (a 410 turned the endpoint off), released (the endpoint is disabled: the
     claim is given back untouched) or lost (the lease ran out and another worker has it)."""
+    listing_id, seller_id, enforced_case, appealed_case = (
+        OutboxMessage.objects.filter(pk=message.pk)
+        .values_list(
+            "listing__external_id",
+            "seller__external_id",
+            "enforcement__decision__case_id",
+            "appeal__case_id",
+        )
+        .get()
+    )
+    with trace(
+        message.trace_id or None,
+        listing_id=listing_id,
+        seller_id=seller_id,
+        case_id=enforced_case or appealed_case,
+    ):
+        outcome = _message_send(message)
+        logger.info("outbox message %s (%s): %s", message.pk, message.type, outcome)
+        return outcome
+
+
+def _message_send(message: OutboxMessage) -> str:
     secrets = _secrets()
     endpoint = _endpoint()
     if not endpoint.enabled:
@@ -328,6 +352,8 @@ def message_send(message: OutboxMessage) -> str:
         )
         if result.gone:
             _endpoint_disable(endpoint, message=message, now=finished_at)
+    if metrics.ENABLED:
+        delivery_record(message=message, outcome=outcome, finished_at=finished_at)
     for key, value in {**common, **changes}.items():
         setattr(message, key, value)
     if outcome == "failed":

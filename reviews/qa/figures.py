@@ -3,7 +3,7 @@ policy, decision source, model and prompt version and reviewer; the auto-verific
 the reduction in human reviews; appeal and overturn rates of restricting decisions."""
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -142,13 +142,15 @@ def _appeal_row(counts: dict) -> dict:
     }
 
 
-def appeal_figures(*, days: int) -> dict:
+def appeal_figures(*, days: int, since: datetime | None = None) -> dict:
     """Appeal and overturn rates of the restricting decisions (a violation with remove, warn or
-    suspend) made in the last `days` days, overall and per grouping. A decision counts as
-    appealed if any appeal of it has arrived so far; the overturn rate is over its appeals
-    decided so far. One aggregate query per grouping: the join to appeals repeats a decision
-    per appeal, so decisions are counted distinct."""
-    since = timezone.now() - timedelta(days=days)
+    suspend) made in the last `days` days (or since `since`, for a page whose period starts
+    on the clock), overall and per grouping. A decision counts as appealed if any appeal of it
+    has arrived so far; the overturn rate is over its appeals decided so far. One aggregate
+    query per grouping: the join to appeals repeats a decision per appeal, so decisions are
+    counted distinct."""
+    if since is None:
+        since = timezone.now() - timedelta(days=days)
     restricting = Decision.objects.filter(
         created_at__gte=since,
         verdict=Decision.Verdict.VIOLATION,
