@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 import pytest
 from django.conf import global_settings, settings
 from django.contrib.auth.models import Group, User
-from django.db import connection
 
 from moderation_portal.celery import app
 from moderation_portal.core.access import MODERATOR
@@ -35,6 +33,13 @@ from moderation_portal.core.tracing import (
     trace,
 )
 from tests import factories as f
+from tests.processes import (
+    celery_worker_start,
+    complete_lines,
+    daphne_start,
+    process_env,
+    process_stop,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_KEYS = {"time", "level", "logger", "message", *FIELDS}
@@ -289,39 +294,14 @@ def test_an_eager_task_logs_the_context_it_was_sent_in(eager_celery):
 # --- a case through a real web process and a real worker -------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _json_env(tmp_path: Path) -> dict:
-    db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if k not in {"TRITON_URL", "LLM_URL"}}
-    env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        CELERY_EAGER="false",
+    return process_env(
+        without=("TRITON_URL", "LLM_URL"),
         SECURE_COOKIES="false",
         LOG_FORMAT="json",
         # No image model: enrichment says so instead of loading one.
         DETECTION_MODEL_CONFIG=str(tmp_path / "no-model.json"),
     )
-    return env
-
-
-def _lines(path: Path) -> list[str]:
-    """The complete lines written so far."""
-    return path.read_text().split("\n")[:-1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 @pytest.fixture
@@ -329,78 +309,25 @@ def json_worker(transactional_db, tmp_path):
     """A Celery worker process with LOG_FORMAT=json; yields the file its output goes to."""
     app.control.purge()
     out = tmp_path / "worker.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "moderation_portal",
-            "worker",
-            "-Q",
-            "ingest,default,enrich,llm",
-            "--concurrency",
-            "1",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"json-logs-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
+    proc = celery_worker_start(
+        name="json-logs",
+        queues="ingest,default,enrich,llm",
         env=_json_env(tmp_path),
-        stdout=out.open("w"),
-        stderr=subprocess.STDOUT,
+        log=out,
+        timeout=90,
     )
-    deadline = time.monotonic() + 90
-    while not any(" ready." in line for line in _lines(out)):
-        assert proc.poll() is None, out.read_text()
-        assert time.monotonic() < deadline, out.read_text()
-        time.sleep(0.2)
     yield proc, out
-    _stop(proc)
+    process_stop(proc)
 
 
 @pytest.fixture
 def json_web(transactional_db, tmp_path):
     """The portal served by Daphne with LOG_FORMAT=json (no access log: that one is Daphne's own
     text); yields its base URL and the file its output goes to."""
-    port = _free_port()
     out = tmp_path / "web.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-v",
-            "0",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "moderation_portal.asgi:application",
-        ],
-        cwd=ROOT,
-        env=_json_env(tmp_path),
-        stdout=out.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            break
-        except OSError:
-            assert proc.poll() is None, out.read_text()
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
+    proc, base = daphne_start(env=_json_env(tmp_path), log=out, options=("-v", "0"), timeout=90)
     yield proc, base, out
-    _stop(proc)
+    process_stop(proc)
 
 
 class Browserless:
@@ -464,7 +391,7 @@ def _parsed(path: Path) -> list[dict]:
 def _wait_for(path: Path, proc: subprocess.Popen, predicate, count: int = 1) -> None:
     """Until `count` lines of the file match."""
     deadline = time.monotonic() + 90
-    while sum(1 for line in _lines(path) if predicate(json.loads(line))) < count:
+    while sum(1 for line in complete_lines(path) if predicate(json.loads(line))) < count:
         assert proc.poll() is None, path.read_text()[-3000:]
         assert time.monotonic() < deadline, path.read_text()[-3000:]
         time.sleep(0.2)

@@ -31,9 +31,9 @@ from reviews.models import Case, Decision, Enforcement, OutboxMessage, Queue
 from tests import factories as f
 from tests.conftest import api_client_for
 from tests.detection.conftest import celery_worker_process, wait_for  # noqa: F401  (a fixture)
-from tests.llm_verify.conftest import FakeLLMServer, Reply
+from tests.llm_verify.conftest import Reply, llm_serving
 from tests.reviews.helpers import open_cases
-from tests.reviews.test_enforcement_delivery import SECRET, Receiver
+from tests.reviews.test_enforcement_delivery import receiver  # noqa: F401  (a fixture)
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -242,26 +242,6 @@ def test_decisions_through_the_api_count_once_and_only_when_committed(
 # --- deliveries to a real receiver, and the outbox backlog ------------------------------------
 
 
-@pytest.fixture
-def receiver(settings):
-    from http.server import ThreadingHTTPServer
-    from threading import Thread
-
-    state = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
-    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/enforcement"
-    settings.ENFORCEMENT_WEBHOOK_URL = state.url
-    settings.ENFORCEMENT_WEBHOOK_SECRET = SECRET
-    settings.ENFORCEMENT_CONNECT_TIMEOUT_SECONDS = 2.0
-    settings.ENFORCEMENT_READ_TIMEOUT_SECONDS = 2.0
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
 def backlog(samples: Samples) -> dict[str, float]:
     return {
         state: value(samples, "portal_enforcement_backlog", state=state)
@@ -270,7 +250,9 @@ def backlog(samples: Samples) -> dict[str, float]:
 
 
 def test_deliveries_to_a_real_receiver_count_each_attempt_and_the_lag(
-    transactional_db, receiver, settings
+    transactional_db,
+    receiver,  # noqa: F811  (the fixture imported above)
+    settings,
 ):
     settings.ENFORCEMENT_RETRY_SCHEDULE = (0, 0)  # two attempts, the second due at once
     (case,) = open_cases(0.97, seller="seller-delivered")  # a removal and the first-strike warning
@@ -345,29 +327,16 @@ def test_appeals_received_and_overturned(transactional_db, marketplace_client, a
     (case,) = open_cases(0.97, seller="seller-appeals")
     enforcement = Enforcement.objects.get(decision__case=case, action="remove_listing")
     before = scrape()
-    opened = marketplace_client.post(
-        "/api/v1/appeals/",
-        {
-            "appeal_id": "metrics-appeal",
-            "enforcement_id": enforcement.pk,
-            "seller_id": "seller-appeals",
-            "statement": "It is a replica, not a gun.",
-            "submitted_at": timezone.now().isoformat(),
-        },
-        format="json",
-    )
+    body = {
+        "appeal_id": "metrics-appeal",
+        "enforcement_id": enforcement.pk,
+        "seller_id": "seller-appeals",
+        "statement": "It is a replica, not a gun.",
+        "submitted_at": timezone.now().isoformat(),
+    }
+    opened = marketplace_client.post("/api/v1/appeals/", body, format="json")
     assert opened.status_code == 201, opened.content
-    again = marketplace_client.post(
-        "/api/v1/appeals/",
-        {
-            "appeal_id": "metrics-appeal",
-            "enforcement_id": enforcement.pk,
-            "seller_id": "seller-appeals",
-            "statement": "It is a replica, not a gun.",
-            "submitted_at": timezone.now().isoformat(),
-        },
-        format="json",
-    )
+    again = marketplace_client.post("/api/v1/appeals/", body, format="json")
     assert again.status_code == 200  # the same appeal: not a second one
     appeal = appeal_claim_next(user=appeals_staff)
     appeal_decide(appeal=appeal, user=appeals_staff, outcome="overturn", notes="A replica.")
@@ -388,21 +357,15 @@ def test_appeals_received_and_overturned(transactional_db, marketplace_client, a
 
 @pytest.fixture
 def llm(settings):
-    server = FakeLLMServer()
-    server.start()
-    settings.LLM_BASE_URL = server.base_url
-    settings.LLM_MODEL = "fake-model"
-    settings.LLM_READ_TIMEOUT_SECONDS = 2.0
-    settings.LLM_DEADLINE_SECONDS = 10.0
-    settings.LLM_BREAKER_FAILURES = 1
-    settings.LLM_PROMPT_PRICE_PER_1K = 0.5
-    settings.LLM_COMPLETION_PRICE_PER_1K = 1.5
-    llm_services._clients.clear()
-    yield server
-    breaker = llm_services.client().breaker
-    breaker.store.close(breaker.name)  # the breaker lives in Redis: leave it closed
-    server.stop()
-    llm_services._clients.clear()
+    with llm_serving(
+        settings,
+        LLM_BREAKER_FAILURES=1,
+        LLM_PROMPT_PRICE_PER_1K=0.5,
+        LLM_COMPLETION_PRICE_PER_1K=1.5,
+    ) as server:
+        yield server
+        breaker = llm_services.client().breaker
+        breaker.store.close(breaker.name)  # the breaker lives in Redis: leave it closed
 
 
 def test_llm_verdicts_by_outcome_with_tokens_cost_and_the_breaker(db, llm):

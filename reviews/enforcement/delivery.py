@@ -254,10 +254,14 @@ def _give_back(message: OutboxMessage) -> None:
 # --- sending --------------------------------------------------------------------------------
 
 
-def retry_delay(attempts: int, retry_after: int | None) -> float | None:
-    """Seconds until the next attempt after `attempts` attempts; None when the schedule is
-    exhausted."""
-    schedule = settings.ENFORCEMENT_RETRY_SCHEDULE
+def retry_delay(
+    attempts: int, retry_after: int | None, *, schedule: list[int] | tuple[int, ...] | None = None
+) -> float | None:
+    """Seconds until the next attempt after `attempts` attempts; None when the schedule
+    (ENFORCEMENT_RETRY_SCHEDULE unless another is given) is exhausted. A receiver's
+    Retry-After can only lengthen the wait."""
+    if schedule is None:
+        schedule = settings.ENFORCEMENT_RETRY_SCHEDULE
     if attempts >= len(schedule):
         return None
     delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)

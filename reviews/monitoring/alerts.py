@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -29,14 +28,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from moderation_portal.core import metrics
-from reviews.enforcement import webhooks
+from reviews.enforcement import delivery, webhooks
 from reviews.monitoring.models import DriftAlarm
 
 logger = logging.getLogger(__name__)
 
 RAISED, ESCALATED, RESOLVED = "drift_alarm.raised", "drift_alarm.escalated", "drift_alarm.resolved"
 State = DriftAlarm.AlertState
-JITTER = 0.10  # each scheduled delay is stretched or shrunk by up to 10 %
 RUN_BUDGET_SECONDS = 60.0
 
 
@@ -110,15 +108,9 @@ def _lease_seconds() -> float:
 
 
 def retry_delay(attempts: int, retry_after: int | None) -> float | None:
-    """Seconds until the next attempt after `attempts` attempts; None when the schedule is
-    spent."""
-    schedule = settings.ALERT_RETRY_SCHEDULE
-    if attempts >= len(schedule):
-        return None
-    delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)
-    if retry_after is not None:
-        delay = max(delay, float(retry_after))
-    return delay
+    """Seconds until the next attempt after `attempts` attempts, on ALERT_RETRY_SCHEDULE with the
+    enforcement outbox's jitter; None when the schedule is spent."""
+    return delivery.retry_delay(attempts, retry_after, schedule=settings.ALERT_RETRY_SCHEDULE)
 
 
 def _claim(*, now: datetime, exclude: set[int]) -> DriftAlarm | None:

@@ -3,18 +3,12 @@ against the portal served by Daphne (ASGI, websockets included) in its own proce
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import daphne_start, process_env, process_stop
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Playwright's sync API keeps an event loop in this thread; the ORM calls the tests make are
 # ordinary blocking calls between browser steps.
@@ -26,57 +20,12 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.browser)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def portal_server(transactional_db, tmp_path):
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        CELERY_EAGER="true",
-        SECURE_COOKIES="false",
-    )
-    port = _free_port()
-    log = tmp_path / "daphne.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "moderation_portal.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("portal did not start: " + log.read_text()[-2000:])
-            time.sleep(0.2)
+    env = process_env(CELERY_EAGER="true", SECURE_COOKIES="false")
+    proc, base = daphne_start(env=env, log=tmp_path / "daphne.log")
     yield base
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    process_stop(proc)
 
 
 @pytest.fixture(scope="session")

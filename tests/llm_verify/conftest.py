@@ -11,6 +11,8 @@ import copy
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -221,6 +223,31 @@ class FakeLLMServer:
         self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+@contextmanager
+def llm_serving(settings: Any, **overrides: Any) -> Iterator[FakeLLMServer]:
+    """A FakeLLMServer that the portal's LLM verification calls while the block runs: the
+    settings point at it, with short timeouts and a breaker that 50 failures open, then
+    `overrides` (setting names and values); the portal's LLM clients are made afresh on both
+    sides of the block."""
+    from llm_verify import services as llm_services
+
+    server = FakeLLMServer()
+    server.start()
+    settings.LLM_BASE_URL = server.base_url
+    settings.LLM_MODEL = "fake-model"
+    settings.LLM_READ_TIMEOUT_SECONDS = 2.0
+    settings.LLM_DEADLINE_SECONDS = 10.0
+    settings.LLM_BREAKER_FAILURES = 50
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    llm_services._clients.clear()
+    try:
+        yield server
+    finally:
+        server.stop()
+        llm_services._clients.clear()
 
 
 @pytest.fixture

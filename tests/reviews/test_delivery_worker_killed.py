@@ -14,25 +14,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from moderation_portal.celery import app
 from reviews.enforcement.delivery import deliver_enforcements_task
 from reviews.models import Decision, DeliveryAttempt, OutboxMessage
-from tests.reviews.helpers import open_cases
+from tests.processes import celery_worker_start, process_env, process_stop
+from tests.reviews.helpers import open_cases, webhook_server, webhook_verified
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(bytes(range(80, 112))).decode()
 ANSWER_AFTER_SECONDS = 0.2  # the receiver's pace: a batch of 42 takes several seconds
 CONNECT_TIMEOUT, READ_TIMEOUT = 0.5, 2.0  # so a sending worker's lease is (0.5 + 2.0) * 2 = 5 s
@@ -58,34 +52,14 @@ class SlowReceiver:
     kill_now: threading.Event = field(default_factory=threading.Event)
     url: str = ""
 
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                try:
-                    Webhook(SECRET).verify(body, headers)
-                    verified = True
-                except WebhookVerificationError:
-                    verified = False
-                with receiver.lock:
-                    receiver.arrivals.append(Arrival(headers["webhook-id"], body, verified))
-                    if len(receiver.arrivals) == KILL_AT_ARRIVAL:
-                        receiver.kill_now.set()
-                time.sleep(ANSWER_AFTER_SECONDS)
-                try:
-                    self.send_response(204 if verified else 401)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:
-                    pass  # the sender died while waiting for the answer
-
-            def log_message(self, format, *args):
-                pass
-
-        return Handler
+    def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        verified = webhook_verified(SECRET, body, headers)
+        with self.lock:
+            self.arrivals.append(Arrival(headers["webhook-id"], body, verified))
+            if len(self.arrivals) == KILL_AT_ARRIVAL:
+                self.kill_now.set()
+        time.sleep(ANSWER_AFTER_SECONDS)
+        return (204 if verified else 401), {}
 
     def count(self) -> int:
         with self.lock:
@@ -95,29 +69,16 @@ class SlowReceiver:
 @pytest.fixture
 def slow_receiver():
     state = SlowReceiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
-    server.daemon_threads = True
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/enforcement"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with webhook_server("/hooks/enforcement", state.answer) as url:
+        state.url = url
+        yield state
 
 
 @pytest.fixture
 def delivery_workers(transactional_db, slow_receiver, tmp_path):
     """Starts real Celery workers (queue `default`, prefork, each in its own process group) on
     this test's database, configured for the slow receiver; stops any still running."""
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        CELERY_EAGER="false",
+    env = process_env(
         ENFORCEMENT_WEBHOOK_URL=slow_receiver.url,
         ENFORCEMENT_WEBHOOK_SECRET=SECRET,
         ENFORCEMENT_CONNECT_TIMEOUT_SECONDS=str(CONNECT_TIMEOUT),
@@ -127,52 +88,20 @@ def delivery_workers(transactional_db, slow_receiver, tmp_path):
     app.control.purge()
 
     def start(name: str) -> subprocess.Popen:
-        log = tmp_path / f"{name}.log"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "moderation_portal",
-                "worker",
-                "-Q",
-                "default",
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "INFO",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}-{os.getpid()}@%h",
-            ],
-            cwd=ROOT,
+        proc = celery_worker_start(
+            name=name,
+            queues="default",
             env=env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the test kills the whole worker
+            log=tmp_path / f"{name}.log",
+            pool="prefork",
+            own_group=True,  # the test kills the whole worker, its pool process too
         )
         started.append(proc)
-        deadline = time.monotonic() + 60
-        while "ready" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
         return proc
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        process_stop(proc, group=True)
     app.control.purge()
 
 

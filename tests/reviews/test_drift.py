@@ -15,17 +15,13 @@ import io
 import json
 import math
 import re
-import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from reviews.cases.intake import detections_ingest
 from reviews.monitoring import drift
@@ -34,6 +30,7 @@ from reviews.monitoring.metrics import drift_collect
 from reviews.monitoring.models import DriftAlarm, DriftCheckRun
 from reviews.monitoring.tasks import drift_check_task
 from tests import factories as f
+from tests.reviews.helpers import receiver_serving
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(40, 72))).decode()
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -243,7 +240,7 @@ def test_a_warning_becomes_an_alarm_and_resolves_when_scores_go_back(settings, r
     assert open_alarms() == []
     types = [json.loads(r.body)["type"] for r in receiver.requests]
     assert types == ["drift_alarm.raised", "drift_alarm.escalated", "drift_alarm.resolved"]
-    assert [r.body_data["severity"] for r in receiver.requests] == ["warning", "alarm", "alarm"]
+    assert [r.data["severity"] for r in receiver.requests] == ["warning", "alarm", "alarm"]
     assert [r.headers["webhook-id"] for r in receiver.requests] == [
         f"msg_drift_alarm_{alarm.pk}_{event}" for event in ("raised", "escalated", "resolved")
     ]
@@ -333,7 +330,7 @@ def test_a_rise_resolves_when_the_rate_goes_back_and_the_alert_is_delivered(sett
         f"msg_drift_alarm_{alarm.pk}_resolved"
     ] * 2
     assert all(r.verified for r in retried)
-    assert retried[1].body_data["resolved_at"] == later.isoformat()
+    assert retried[1].data["resolved_at"] == later.isoformat()
     assert alerts_deliver() == {"configured": True}  # nothing left to send
 
 
@@ -592,50 +589,7 @@ def scrape_value(sample: str, **labels) -> float:
     return 0.0
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    verified: bool  # did standardwebhooks accept it with the receiver's secret
-
-    @property
-    def body_data(self) -> dict:
-        return json.loads(self.body)["data"]
-
-
-@dataclass
-class Receiver:
-    status: int = 204
-    requests: list[Received] = field(default_factory=list)
-    url: str = ""
-
-
 @pytest.fixture
 def receiver():
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            try:
-                Webhook(SECRET).verify(body, headers)
-                verified = True
-            except WebhookVerificationError:
-                verified = False
-            state.requests.append(Received(headers, body, verified))
-            self.send_response(state.status if verified else 401)
-            self.end_headers()
-
-        def log_message(self, format, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/alerts"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with receiver_serving(SECRET, "/hooks/alerts") as state:
+        yield state

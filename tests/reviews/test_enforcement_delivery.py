@@ -13,16 +13,13 @@ import os
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from moderation_portal.core.models import AuditEvent
 from reviews.decisions.services import DecisionSpec, decision_record
@@ -34,74 +31,19 @@ from reviews.enforcement.delivery import (
 )
 from reviews.models import Decision, DeliveryAttempt, Enforcement, OutboxMessage, WebhookEndpoint
 from reviews.policies.services import ladder_active
-from tests.reviews.helpers import open_cases
+from tests.reviews.helpers import open_cases, receiver_serving
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(40, 72))).decode()
 
 
-@dataclass
-class Request:
-    headers: dict[str, str]
-    body: bytes
-    verified: bool
-
-    @property
-    def data(self) -> dict:
-        return json.loads(self.body)["data"]
-
-
-@dataclass
-class Receiver:
-    """Answers each request with the next scripted (status, headers), then `status`."""
-
-    status: int = 204
-    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
-    url: str = ""
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                try:
-                    Webhook(SECRET).verify(body, headers)
-                    verified = True
-                except WebhookVerificationError:
-                    verified = False
-                receiver.requests.append(Request(headers, body, verified))
-                status, extra = receiver.script.pop(0) if receiver.script else (receiver.status, {})
-                self.send_response(status if verified else 401)
-                for key, value in extra.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format, *args):
-                pass
-
-        return Handler
-
-
 @pytest.fixture
 def receiver(settings):
-    state = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/enforcement"
-    settings.ENFORCEMENT_WEBHOOK_URL = state.url
-    settings.ENFORCEMENT_WEBHOOK_SECRET = SECRET
-    settings.ENFORCEMENT_CONNECT_TIMEOUT_SECONDS = 2.0
-    settings.ENFORCEMENT_READ_TIMEOUT_SECONDS = 2.0
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with receiver_serving(SECRET, "/hooks/enforcement") as state:
+        settings.ENFORCEMENT_WEBHOOK_URL = state.url
+        settings.ENFORCEMENT_WEBHOOK_SECRET = SECRET
+        settings.ENFORCEMENT_CONNECT_TIMEOUT_SECONDS = 2.0
+        settings.ENFORCEMENT_READ_TIMEOUT_SECONDS = 2.0
+        yield state
 
 
 def run() -> dict:
