@@ -25,7 +25,7 @@ DEMO_LLM_ENV := LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_MODEL=smollm2-1
 # Prometheus multiprocess files of processes that are gone (a new start begins from zero).
 WIPE_METRICS = rm -f "$${PROMETHEUS_MULTIPROC_DIR:-var/metrics}"/*.db
 
-.PHONY: demo test bench lint check venv services chromium triton schema clean
+.PHONY: demo test bench lint check venv services chromium prometheus triton schema clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,15 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's Prometheus (server and promtool): tests/test_ops_files.py checks ops/prometheus/ with
+# promtool, tests/test_prometheus_scrape.py starts its own server to scrape the portal. Only the
+# binaries are used: the package's service is never started or needed (in containers
+# policy-rc.d refuses to start it; on a host with systemd it may start on :9090, unused).
+prometheus:
+	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 # A real Triton Inference Server (nvidia-pytriton) in its own venv: it pins numpy<2.
 triton:
 	scripts/triton/setup.sh
@@ -66,7 +75,7 @@ demo: venv
 	  $(DEMO_LLM_ENV) $(PY) manage.py demo_setup && \
 	  $(DEMO_LLM_ENV) $(PY) manage.py runserver --noreload 127.0.0.1:8000
 
-test: venv services chromium triton
+test: venv services chromium prometheus triton
 	$(WIPE_METRICS)
 	$(TEST_ENV) $(VENV)/bin/pytest -p no:cacheprovider
 

@@ -25,6 +25,7 @@ from moderation_portal.core import metrics
 OPS = Path(__file__).resolve().parent.parent / "ops"
 PROMETHEUS = OPS / "prometheus" / "prometheus.yml"
 ALERTS = OPS / "prometheus" / "alerts.yml"
+RULE_TESTS = OPS / "prometheus" / "alerts_test.yml"
 DASHBOARD = OPS / "grafana" / "portal.json"
 
 METRIC = re.compile(r"\b((?:portal|django_http)_[a-zA-Z0-9_]*)")
@@ -212,9 +213,76 @@ def test_the_dashboard_takes_its_datasource_from_a_variable():
         cells |= mine
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
-def test_promtool_accepts_the_rules():
+NO_PROMTOOL = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool is not installed (make prometheus)"
+)
+
+
+def promtool(*args: str) -> str:
     result = subprocess.run(
-        ["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
+        ["promtool", *args], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@NO_PROMTOOL
+def test_promtool_accepts_the_rules():
+    promtool("check", "rules", str(ALERTS))
+
+
+def loopback_job() -> dict:
+    """The loopback job prometheus.yml shows in a comment, as Prometheus would read it once
+    uncommented."""
+    lines = PROMETHEUS.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "- job_name: moderation-portal-local" in line)
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        block.append(line.removeprefix("  #").removeprefix(" "))
+    (job,) = yaml.safe_load("\n".join(block))
+    return job
+
+
+@NO_PROMTOOL
+def test_promtool_accepts_the_scrape_configuration(tmp_path):
+    # As deployed, but with the token file where this test can write one; the rules are the
+    # repository's (promtool checks them too, and every file the configuration names).
+    token = tmp_path / "portal-metrics-token"
+    token.write_text("s3cret-scrape-token\n")
+    data = yaml.safe_load(PROMETHEUS.read_text())
+    data["rule_files"] = [str(ALERTS)]
+    data["scrape_configs"][0]["authorization"]["credentials_file"] = str(token)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump(data))
+    out = promtool("check", "config", str(config))
+    assert f"SUCCESS: {config} is valid prometheus config file syntax" in out
+    assert re.search(r"SUCCESS: \d+ rules found", out), out
+    # the token file must exist: without it the configuration is refused
+    token.unlink()
+    missing = subprocess.run(
+        ["promtool", "check", "config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert missing.returncode != 0
+    assert "portal-metrics-token" in missing.stdout + missing.stderr
+    # the loopback job instead of the token job: valid too, and needs no token
+    job = loopback_job()
+    assert job["job_name"] == "moderation-portal-local"
+    assert "authorization" not in job
+    data["scrape_configs"] = [job]
+    config.write_text(yaml.safe_dump(data))
+    promtool("check", "config", str(config))
+
+
+@NO_PROMTOOL
+def test_the_alert_rules_fire_on_the_series_their_unit_tests_feed():
+    # ops/prometheus/alerts_test.yml: each alert fires, with its labels and annotations, once
+    # its series have held for its `for`, and not on healthy series
+    tests = yaml.safe_load(RULE_TESTS.read_text())
+    assert tests["rule_files"] == ["alerts.yml"]
+    tested = {case["alertname"] for t in tests["tests"] for case in t["alert_rule_test"]}
+    assert {"PortalQueueDepthHigh", "PortalDriftAlarm", "PortalDeadLettersWaiting"} <= tested
+    assert tested <= {rule["alert"] for rule in alert_rules()}
+    out = promtool("test", "rules", str(RULE_TESTS))
+    assert "SUCCESS" in out
