@@ -81,8 +81,11 @@ def simulated_firearms(events: int = 6000):
 
 
 def main() -> None:
+    import os
+
     import django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "moderation_portal.settings")
     django.setup()
     from django.conf import settings
 
