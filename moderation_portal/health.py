@@ -17,6 +17,16 @@ def readyz(request):
         checks["database"] = {"ok": True, "vendor": connection.vendor}
     except Exception as exc:  # noqa: BLE001
         checks["database"] = {"ok": False, "error": type(exc).__name__}
+    pool = getattr(connection, "pool", None)  # this process's psycopg pool, where pooled
+    if pool is not None:
+        stats = pool.get_stats()
+        checks["database"]["pool"] = {
+            "min_size": stats.get("pool_min"),
+            "max_size": stats.get("pool_max"),
+            "open": stats.get("pool_size"),
+            "idle": stats.get("pool_available"),
+            "waiting": stats.get("requests_waiting", 0),
+        }
     if settings.CELERY_TASK_ALWAYS_EAGER:
         checks["broker"] = {"ok": True, "mode": "eager (embedded, in process)"}
     else:

@@ -122,12 +122,43 @@ TEMPLATES = [
     },
 ]
 
+# PostgreSQL connections. Each process (a Daphne web process, each Celery worker child, beat, a
+# command) keeps its own bounded pool (Django's psycopg pool): at most DB_POOL_MAX_SIZE
+# connections, DB_POOL_MIN_SIZE kept open. A request that waits DB_POOL_TIMEOUT_SECONDS for one
+# is answered 503 with Retry-After. Persistent connections (DB_CONN_MAX_AGE) are for DB_POOL=false
+# only: under ASGI every request runs in its own thread, and a connection kept per thread piles
+# up until PostgreSQL refuses new clients. The budget of a node and pgbouncer for many nodes:
+# README "Database connections".
+DB_POOL = envbool("DB_POOL", True)
+DB_POOL_MIN_SIZE = envint("DB_POOL_MIN_SIZE", 1, minimum=0)
+DB_POOL_MAX_SIZE = envint("DB_POOL_MAX_SIZE", 8, minimum=1)
+DB_POOL_TIMEOUT_SECONDS = envfloat("DB_POOL_TIMEOUT_SECONDS", 5.0)
+DB_UNAVAILABLE_RETRY_AFTER_SECONDS = envint("DB_UNAVAILABLE_RETRY_AFTER_SECONDS", 5, minimum=1)
+if DB_POOL_MIN_SIZE > DB_POOL_MAX_SIZE:
+    raise ImproperEnvironment("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+if DB_POOL_TIMEOUT_SECONDS <= 0:
+    raise ImproperEnvironment("DB_POOL_TIMEOUT_SECONDS must be above 0")
+
 if DATABASE_URL:
-    DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60, minimum=0)
-        )
-    }
+    _db = dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=0 if DB_POOL else envint("DB_CONN_MAX_AGE", 0, minimum=0),
+        # A connection is checked before it is handed out (with the pool, by the pool), so a
+        # PostgreSQL restart costs the requests made while it is down, not the ones after.
+        conn_health_checks=True,
+    )
+    if DB_POOL and _db["ENGINE"] == "django.db.backends.postgresql":
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": DB_POOL_MIN_SIZE,
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": DB_POOL_TIMEOUT_SECONDS,
+        }
+    if envbool("DB_PGBOUNCER", False):
+        # pgbouncer in transaction mode hands each transaction any server connection: no
+        # server-side cursors (Django's .iterator()) or prepared statements across transactions.
+        _db["DISABLE_SERVER_SIDE_CURSORS"] = True
+        _db.setdefault("OPTIONS", {})["prepare_threshold"] = None
+    DATABASES = {"default": _db}
 else:
     DATABASES = {
         "default": {

@@ -231,7 +231,7 @@ def _training_label_add(label: Label) -> Label:
     return label
 
 
-LABEL_LOCK_CLASS = 7302  # the advisory-lock namespace of label writes (7301: outbox ordering)
+LABEL_LOCK_CLASS = 7303  # advisory-lock namespace of label writes (7301: outbox, 7302: bank)
 
 
 def _pair_lock(listing_id: int) -> None:

@@ -15,18 +15,36 @@ def error_response(code: str, message: str, *, status_code: int, details=None) -
 def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
-        return None
+        from moderation_portal.core.unavailable import api_unavailable, unavailable_reason
+
+        reason = unavailable_reason(exc)
+        # Any other error propagates to handler500, which answers in this shape too.
+        return api_unavailable(reason) if reason is not None else None
     if isinstance(exc, exceptions.ValidationError):
         code, message, details = "invalid", "The request is not valid.", response.data
     elif isinstance(exc, exceptions.APIException):
         code = exc.default_code if isinstance(exc.default_code, str) else "error"
         detail = response.data.get("detail") if isinstance(response.data, dict) else response.data
         message, details = str(detail), None
-    else:  # pragma: no cover - DRF only maps APIException and Http404/PermissionDenied
-        code, message, details = "error", "Request failed.", None
+    else:  # Django's Http404 and PermissionDenied, which DRF answers 404 and 403
+        code, message, details = "error", str(exc), None
     if response.status_code == status.HTTP_404_NOT_FOUND:
-        code = "not_found"
+        code, message = "not_found", message or "Not found."
+    elif response.status_code == status.HTTP_403_FORBIDDEN and code == "error":
+        code, message = "permission_denied", message or "You do not have permission to do this."
     response.data = {"error": {"code": code, "message": message}}
     if details is not None:
         response.data["error"]["details"] = details
     return response
+
+
+def not_found(request, exception=None):
+    """Django's handler404: a path no API route matches answers in the error shape."""
+    from django.http import JsonResponse
+    from django.views import defaults
+
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"error": {"code": "not_found", "message": "No such API resource."}}, status=404
+        )
+    return defaults.page_not_found(request, exception)

@@ -162,6 +162,32 @@ ALERTS_SENT = Counter(
     "portal_alerts_sent", "Alert webhook deliveries, by outcome (delivered, failed).", ["outcome"]
 )
 
+# --- logins (moderation_portal.core.login_throttle) -----------------------------------------
+LOGIN_FAILURES = Counter(
+    "portal_login_failures",
+    "Failed logins: an unknown account, a wrong password or an inactive account.",
+)
+LOGIN_THROTTLED = Counter(
+    "portal_login_throttled",
+    "Logins refused without checking the password because too many failed before, by the "
+    "locked scope (account, address).",
+    ["scope"],
+)
+
+DB_UNAVAILABLE = Counter(
+    "portal_db_unavailable",
+    "Requests answered 503 because the database could not serve them, by reason "
+    "(database_unavailable: unreachable or the connection dropped; pool_exhausted: every pooled "
+    "connection of the process busy past DB_POOL_TIMEOUT_SECONDS).",
+    ["reason"],
+)
+
+
+def db_unavailable(reason: str) -> None:
+    if ENABLED:
+        DB_UNAVAILABLE.labels(reason).inc()
+
+
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_TASKS = Counter(
     "portal_celery_tasks",
