@@ -177,6 +177,14 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "reviews:queues"
 LOGOUT_REDIRECT_URL = "login"
+# Login throttling (moderation_portal/core/login_throttle.py): this many failed logins of one
+# account, or from one client address (REMOTE_ADDR, IPv6 by /64; 0 counts per account only),
+# within the window lock it for the window: the password is not checked, the login page answers
+# 429 with Retry-After. The backend is Django's ModelBackend with that check in front.
+AUTHENTICATION_BACKENDS = ["moderation_portal.core.login_throttle.ThrottledModelBackend"]
+LOGIN_THROTTLE_FAILURES = envint("LOGIN_THROTTLE_FAILURES", 5, minimum=1)
+LOGIN_THROTTLE_ADDRESS_FAILURES = envint("LOGIN_THROTTLE_ADDRESS_FAILURES", 50, minimum=0)
+LOGIN_THROTTLE_WINDOW_SECONDS = envint("LOGIN_THROTTLE_WINDOW_SECONDS", 900, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

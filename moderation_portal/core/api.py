@@ -4,6 +4,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from moderation_portal.core import unavailable
+
 
 def error_response(code: str, message: str, *, status_code: int, details=None) -> Response:
     body = {"error": {"code": code, "message": message}}
@@ -15,11 +17,13 @@ def error_response(code: str, message: str, *, status_code: int, details=None) -
 def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
-        from moderation_portal.core.unavailable import api_unavailable, unavailable_reason
-
-        reason = unavailable_reason(exc)
-        # Any other error propagates to handler500, which answers in this shape too.
-        return api_unavailable(reason) if reason is not None else None
+        reason = unavailable.unavailable_reason(exc)
+        if reason is None:
+            return None  # propagates to handler500, which answers in this shape too
+        unavailable.count(reason)
+        answer = error_response(reason, unavailable.MESSAGES[reason], status_code=503)
+        answer["Retry-After"] = unavailable.retry_after()
+        return answer
     if isinstance(exc, exceptions.ValidationError):
         code, message, details = "invalid", "The request is not valid.", response.data
     elif isinstance(exc, exceptions.APIException):

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 POOL_EXHAUSTED = "pool_exhausted"
 DATABASE_UNAVAILABLE = "database_unavailable"
 
-_MESSAGES = {
+MESSAGES = {
     POOL_EXHAUSTED: "Every database connection of this server is busy; try again shortly.",
     DATABASE_UNAVAILABLE: "The database is unavailable; try again shortly.",
 }
@@ -55,24 +55,14 @@ def unavailable_reason(exc: BaseException | None) -> str | None:
     return reason
 
 
-def _retry_after() -> str:
+def retry_after() -> str:
     return str(settings.DB_UNAVAILABLE_RETRY_AFTER_SECONDS)
 
 
-def _count(reason: str) -> None:
+def count(reason: str) -> None:
     from moderation_portal.core import metrics
 
     metrics.db_unavailable(reason)
-
-
-def api_unavailable(reason: str):
-    """The API's 503 (a DRF Response, for the API's exception handler)."""
-    from moderation_portal.core.api import error_response
-
-    _count(reason)
-    response = error_response(reason, _MESSAGES[reason], status_code=503)
-    response["Retry-After"] = _retry_after()
-    return response
 
 
 def _is_api(request: HttpRequest) -> bool:
@@ -84,16 +74,16 @@ def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
     both in the one error shape."""
     reason = unavailable_reason(sys.exc_info()[1])
     if reason is not None:
-        _count(reason)
+        count(reason)
         logger.warning("answered 503 %s for %s", reason, request.path)
         if _is_api(request):
             response: HttpResponse = JsonResponse(
-                {"error": {"code": reason, "message": _MESSAGES[reason]}}, status=503
+                {"error": {"code": reason, "message": MESSAGES[reason]}}, status=503
             )
         else:
-            body = loader.render_to_string("503.html", {"message": _MESSAGES[reason]})
+            body = loader.render_to_string("503.html", {"message": MESSAGES[reason]})
             response = HttpResponse(body, status=503)
-        response["Retry-After"] = _retry_after()
+        response["Retry-After"] = retry_after()
         return response
     if _is_api(request):
         return JsonResponse(
