@@ -245,11 +245,17 @@ CELERY_TASK_ROUTES = {
     "reviews.llm_verify_case_task": {"queue": "llm"},
     "reviews.deliver_enforcements_task": {"queue": "default"},
     "reviews.submit_statements_task": {"queue": "default"},
+    "core.send_unsent_tasks_task": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "reviews.release_expired_leases_task", "schedule": 30.0},
     "deliver-enforcements": {"task": "reviews.deliver_enforcements_task", "schedule": 5.0},
     "submit-statements": {"task": "reviews.submit_statements_task", "schedule": 30.0},
+    # tasks the broker refused while it was down (moderation_portal.core.unsent)
+    "send-unsent-tasks": {
+        "task": "core.send_unsent_tasks_task",
+        "schedule": float(envint("UNSENT_TASKS_SWEEP_SECONDS", 30, minimum=1)),
+    },
 }
 
 # --- the REST API ---------------------------------------------------------------------------

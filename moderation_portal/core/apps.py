@@ -6,3 +6,9 @@ class CoreConfig(AppConfig):
     label = "core"
     verbose_name = "Audit log and shared kernel"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from moderation_portal.core import unsent
+        from moderation_portal.core.metrics import register_scrape_collector
+
+        register_scrape_collector("unsent_tasks", unsent.collect)

@@ -49,3 +49,25 @@ class AuditEvent(AppendOnlyModel):
     class Meta:
         indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
         ordering = ["created_at", "id"]
+
+
+class UnsentTask(models.Model):
+    """A Celery task the broker refused when it was sent (Redis down or restarting), kept so that
+    `unsent_tasks_send` sends it once the broker is back: the follow-up work of a stored flag or
+    decision is never lost to a broker outage. The admin lists them."""
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    options = models.JSONField(default=dict)  # apply_async options (queue, countdown)
+    log_fields = models.JSONField(default=dict)  # the sender's log context, restored on sending
+    attempts = models.PositiveIntegerField(default=1)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_tried_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="unsent_task_created")]
+
+    def __str__(self) -> str:
+        return f"{self.task}{self.args}"

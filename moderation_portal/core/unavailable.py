@@ -39,13 +39,25 @@ def _chain(exc: BaseException | None):
         exc = exc.__cause__ or exc.__context__
 
 
+def _pool_full() -> bool:
+    """Whether this process's pool holds all the connections it may: a wait then means every one
+    is busy. Fewer, and the pool could not open more (the database refuses or is down)."""
+    from django.db import connection
+
+    pool = getattr(connection, "pool", None)
+    if pool is None:
+        return True
+    stats = pool.get_stats()
+    return stats.get("pool_size", 0) >= stats.get("pool_max", 0)
+
+
 def unavailable_reason(exc: BaseException | None) -> str | None:
     """`pool_exhausted` or `database_unavailable` when `exc` (or what caused it) says the
     database cannot serve this request now; None for any other error."""
     reason = None
     for link in _chain(exc):
         if type(link).__name__ == "PoolTimeout":  # psycopg_pool, imported only where pooled
-            return POOL_EXHAUSTED
+            return POOL_EXHAUSTED if _pool_full() else DATABASE_UNAVAILABLE
         driver = type(link).__module__.startswith("psycopg") and type(link).__name__ in {
             "OperationalError",
             "InterfaceError",

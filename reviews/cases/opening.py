@@ -20,6 +20,7 @@ from moderation_portal.core import live, metrics
 from moderation_portal.core.audit import AuditAction, audit_event
 from moderation_portal.core.models import AuditEvent
 from moderation_portal.core.tracing import log_context
+from moderation_portal.core.unsent import task_send
 from reviews.cases.metrics import cases_opened_record
 from reviews.cases.models import Case, Queue
 from reviews.cases.priority import priority_key
@@ -187,22 +188,17 @@ def _case_for(event, ladder, policy, listing: dict, reach: dict, llm_ready: bool
 def _enqueue_followups(
     event_ids: list[tuple[int, dict]], verify_case_ids: list[tuple[int, dict]]
 ) -> None:
-    # Each task is sent under its case's log context, so the worker logs the case's trace id.
+    # Each task is sent under its case's log context, so the worker logs the case's trace id; a
+    # task the broker refuses is kept and sent when it is back (moderation_portal.core.unsent).
     for event_id, log_fields in event_ids:
         with log_context(**log_fields):
-            try:
-                enrich_event_task.apply_async(args=[event_id])
-            except Exception:
-                logger.warning("could not enqueue enrichment of event %s", event_id, exc_info=True)
+            task_send(enrich_event_task, args=[event_id])
     # Verification normally starts when enrichment finishes (reviews.cases.receivers); this is
     # the fallback for enrichment that is slow or stuck: then the LLM verifies with what there is.
     for case_id, log_fields in verify_case_ids:
         with log_context(**log_fields):
-            try:
-                llm_verify_case_task.apply_async(
-                    args=[case_id], countdown=settings.LLM_WAIT_FOR_ENRICHMENT_SECONDS
-                )
-            except Exception:
-                logger.warning(
-                    "could not enqueue the LLM verification of case %s", case_id, exc_info=True
-                )
+            task_send(
+                llm_verify_case_task,
+                args=[case_id],
+                countdown=settings.LLM_WAIT_FOR_ENRICHMENT_SECONDS,
+            )

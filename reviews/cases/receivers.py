@@ -11,6 +11,7 @@ from django.dispatch import receiver
 from detection.models import EnrichmentStep, HashMatch, KnownBadImage
 from detection.signals import enrichment_step_finished
 from moderation_portal.core import live
+from moderation_portal.core.unsent import task_send
 from reviews.cases.models import Case
 from reviews.cases.tasks import known_bad_route_task, llm_verify_case_task
 
@@ -33,14 +34,9 @@ def enrichment_finished(sender, event_id, step, state, **kwargs):
             known_bad__withdrawn_at__isnull=True,
         ).exists()
     ):
-        try:
-            known_bad_route_task.apply_async(args=[event_id])
-        except Exception:
-            logger.warning(
-                "could not enqueue the known-bad routing of event %s", event_id, exc_info=True
-            )
+        task_send(known_bad_route_task, args=[event_id])
     live.notify_case_changed(case_id, "enrichment")
     if llm_state == Case.LlmState.PENDING and not (
         EnrichmentStep.objects.filter(event_id=event_id).exclude(state__in=FINISHED).exists()
     ):
-        llm_verify_case_task.apply_async(args=[case_id])
+        task_send(llm_verify_case_task, args=[case_id])

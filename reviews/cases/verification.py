@@ -7,6 +7,7 @@ and then only with the action the ladder gives that band, whatever the model rec
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,9 +23,32 @@ from reviews.decisions.models import Decision
 from reviews.decisions.services import DecisionSpec, decision_record
 
 logger = logging.getLogger(__name__)
-# Longer than a verification may take (the client's deadline plus the task's time limit).
+# Longer than a verification may run: past the task's hard time limit its worker is gone.
 STALE_VERIFICATION = timedelta(minutes=10)
 CONTEXT_ITEMS = 6  # similar cases and hash matches the prompt carries at most
+
+
+def verification_stale_after() -> timedelta:
+    """How long after it started a verification still running belongs to a dead worker: the
+    client gives up at LLM_DEADLINE_SECONDS, twice that leaves room for building the context and
+    recording the verdict (with the defaults, the task's hard time limit), and never more than
+    STALE_VERIFICATION. Taking one over early costs a second question, never a second decision:
+    only the latest claim's verdict is applied."""
+    return min(STALE_VERIFICATION, timedelta(seconds=2 * settings.LLM_DEADLINE_SECONDS))
+
+
+def verification_stale_in(*, case_id: int) -> float | None:
+    """Seconds until the case's running verification may be taken over (0 when it may now);
+    None when none is running."""
+    started = (
+        Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING, llm_verdict__isnull=True)
+        .values_list("llm_started_at", flat=True)
+        .first()
+    )
+    if started is None:
+        return None
+    left = started + verification_stale_after() - timezone.now()
+    return max(0.0, left.total_seconds())
 
 
 def context_for_case(case: Case) -> dict:
@@ -118,8 +142,10 @@ def verdict_agrees(case: Case, verdict: LlmVerdict) -> tuple[bool, str]:
     )
 
 
-def case_apply_verdict(*, case: Case, verdict: LlmVerdict) -> Decision | None:
-    """Record the verdict on the case; action it only when the ladder allows (see the module)."""
+def case_apply_verdict(*, case: Case, verdict: LlmVerdict, claimed_at=None) -> Decision | None:
+    """Record the verdict on the case; action it only when the ladder allows (see the module).
+    With `claimed_at` (when this verification claimed the case), only while that claim still
+    holds: a verification another worker took over since records nothing on the case."""
     agrees, why = verdict_agrees(case, verdict)
     llm_state = {
         LlmVerdict.Status.OK: Case.LlmState.DONE,
@@ -127,7 +153,16 @@ def case_apply_verdict(*, case: Case, verdict: LlmVerdict) -> Decision | None:
     }.get(verdict.status, Case.LlmState.FAILED)
     now = timezone.now()
     with transaction.atomic():
-        Case.objects.filter(id=case.id).update(llm_state=llm_state, llm_verdict=verdict)
+        rows = Case.objects.filter(id=case.id)
+        if claimed_at is not None:
+            rows = rows.filter(llm_state=Case.LlmState.RUNNING, llm_started_at=claimed_at)
+        if not rows.update(llm_state=llm_state, llm_verdict=verdict):
+            logger.warning(
+                "LLM verdict %s for case %s not applied: the verification was taken over",
+                verdict.id,
+                case.id,
+            )
+            return None
         case.llm_state, case.llm_verdict = llm_state, verdict
         decision = None
         in_band = case.route == Case.Route.LLM_VERIFY and case.ladder_action in (
@@ -199,7 +234,7 @@ def llm_run_for_case(*, case_id: int) -> LlmVerdict | None:
             id=case_id,
             llm_state=Case.LlmState.RUNNING,
             llm_verdict__isnull=True,
-            llm_started_at__lt=now - STALE_VERIFICATION,
+            llm_started_at__lt=now - verification_stale_after(),
         ).update(llm_started_at=now)
         if not claimed:
             return None
@@ -218,10 +253,10 @@ def llm_run_for_case(*, case_id: int) -> LlmVerdict | None:
                 event_id=case.detection_event_id, context=context_for_case(case)
             )
         except Exception:
-            Case.objects.filter(id=case_id, llm_state=Case.LlmState.RUNNING).update(
-                llm_state=Case.LlmState.FAILED
-            )
+            Case.objects.filter(
+                id=case_id, llm_state=Case.LlmState.RUNNING, llm_started_at=now
+            ).update(llm_state=Case.LlmState.FAILED)
             logger.exception("LLM verification of case %s failed", case_id)
             raise
-        case_apply_verdict(case=case, verdict=verdict)
+        case_apply_verdict(case=case, verdict=verdict, claimed_at=now)
     return verdict

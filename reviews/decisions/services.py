@@ -22,6 +22,7 @@ from moderation_portal.core import live, metrics
 from moderation_portal.core.audit import SYSTEM, AuditAction, audit_event
 from moderation_portal.core.models import AuditEvent
 from moderation_portal.core.tracing import log_context
+from moderation_portal.core.unsent import task_send
 from reviews.appeals.strikes import (
     StrikeItem,
     proposals_open,
@@ -122,6 +123,10 @@ def decisions_record(*, new: list[NewDecision], now: datetime | None = None) -> 
                 problem = suspension_problem(seller_of[item.case.listing_id])
                 if problem:
                     raise DecisionRefused(problem, code="no_prior_warning")
+        # The seller's strike ledger and open proposals are read and then written: two decisions
+        # on one seller's listings take turns here (the same per-seller lock the outbox takes
+        # below), or both would open a suspension proposal and one would fail.
+        outbox_order_lock(set(seller_of.values()))
         strikes = strikes_record(
             [
                 StrikeItem(
@@ -271,23 +276,17 @@ def _references_add(decisions: list[Decision]) -> None:
     """
     for decision in decisions:
         with log_context(trace_id=decision.trace_id, case_id=decision.case_id):
-            try:
-                reference_add_task.apply_async(
-                    args=[
-                        decision.pk,
-                        decision.case_id,
-                        decision.case.detection_event_id,
-                        decision.policy_id,
-                        decision.action,
-                        decision.created_at.isoformat(),
-                    ]
-                )
-            except Exception:
-                logger.warning(
-                    "could not enqueue the reference embedding of decision %s",
+            task_send(
+                reference_add_task,
+                args=[
                     decision.pk,
-                    exc_info=True,
-                )
+                    decision.case_id,
+                    decision.case.detection_event_id,
+                    decision.policy_id,
+                    decision.action,
+                    decision.created_at.isoformat(),
+                ],
+            )
 
 
 def decision_latest(case: Case) -> Decision | None:

@@ -13,11 +13,19 @@
       }).then(function (html) { if (html !== null) { root.innerHTML = html; } });
     }, 150);
   }
-  function connect(delay) {
+  // After a reconnect the page re-fetches at once: hints sent while it was disconnected (Redis
+  // restarting, a web node going away) reached nobody. A socket that was open starts the
+  // backoff afresh.
+  function connect(delay, reconnecting) {
     var proto = location.protocol === "https:" ? "wss://" : "ws://";
     var socket = new WebSocket(proto + location.host + root.dataset.ws);
+    var opened = false;
+    socket.onopen = function () { opened = true; if (reconnecting) { refresh(); } };
     socket.onmessage = refresh;
-    socket.onclose = function () { setTimeout(function () { connect(Math.min(delay * 2, 30000)); }, delay); };
+    socket.onclose = function () {
+      var wait = opened ? 1000 : delay;
+      setTimeout(function () { connect(Math.min(wait * 2, 30000), true); }, wait);
+    };
   }
-  connect(1000);
+  connect(1000, false);
 })();

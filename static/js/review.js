@@ -159,25 +159,41 @@
     });
   }
 
-  function connect(delay) {
+  function refreshEvidence() { refresh(root.dataset.evidenceUrl, "evidence"); }
+  function refreshStatus() {
+    refresh(root.dataset.statusUrl, "case-status", function (result) {
+      if (root.dataset.holdsClaim === "1" && result.holds === "0") { claimEnded(); }
+    });
+  }
+
+  // After a reconnect the page re-fetches both fragments at once: hints sent while it was
+  // disconnected (Redis restarting, a web node going away) reached nobody. A socket that was
+  // open starts the backoff afresh.
+  function connect(delay, reconnecting) {
     if (!window.WebSocket) { return; }
     var proto = location.protocol === "https:" ? "wss://" : "ws://";
     var socket = new WebSocket(proto + location.host + root.dataset.ws);
+    var opened = false;
+    socket.onopen = function () {
+      opened = true;
+      if (reconnecting) { refreshEvidence(); refreshStatus(); }
+    };
     socket.onmessage = function (message) {
       var data = {};
       try { data = JSON.parse(message.data); } catch (e) { return; }
       if (data.changed === "enrichment" || data.changed === "verdict") {
-        refresh(root.dataset.evidenceUrl, "evidence");
+        refreshEvidence();
       } else {
-        refresh(root.dataset.statusUrl, "case-status", function (result) {
-          if (root.dataset.holdsClaim === "1" && result.holds === "0") { claimEnded(); }
-        });
+        refreshStatus();
       }
     };
-    socket.onclose = function () { setTimeout(function () { connect(Math.min(delay * 2, 30000)); }, delay); };
+    socket.onclose = function () {
+      var wait = opened ? 1000 : delay;
+      setTimeout(function () { connect(Math.min(wait * 2, 30000), true); }, wait);
+    };
   }
 
   paintBars();
   wireImages();
-  connect(1000);
+  connect(1000, false);
 })();

@@ -18,6 +18,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _a_connection_for_every_thread():
+    """Each thread here stands for a claimer process with a connection of its own: the test
+    process's pool (DB_POOL_MAX_SIZE for one web process) is widened to hold them all at once."""
+    pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
+    if not pool:
+        yield
+        return
+    before = dict(pool)
+    connection.close()
+    connection.close_pool()
+    pool["max_size"] = 64
+    yield
+    connection.close()
+    connection.close_pool()
+    pool.clear()
+    pool.update(before)
+
+
 def run_threads(n, target):
     barrier = threading.Barrier(n)
     results, errors = [None] * n, []

@@ -1,6 +1,7 @@
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from detection.intake.simulator import DetectionTierSimulator
 from reviews.cases.intake import ingest_events_task
@@ -40,7 +41,15 @@ class Command(BaseCommand):
             if rate > 0:
                 n = min(n, max(1, int(rate)))
             batch = sim.batch(n, malformed_ratio=malformed_ratio)
-            ingest_events_task.apply_async(args=[batch], queue="ingest")
+            try:
+                ingest_events_task.apply_async(args=[batch], queue="ingest")
+            except KombuOperationalError as exc:
+                # Celery has already retried the publish; say exactly how far it got, so the
+                # batches after that can be sent again (event_id makes resending safe).
+                raise CommandError(
+                    f"the broker is unavailable: published {sent} of {count} events "
+                    f"(seed {seed}) before: {exc}"
+                ) from exc
             sent += n
             if rate > 0:
                 wait = started + sent / rate - time.monotonic()
