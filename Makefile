@@ -25,7 +25,7 @@ DEMO_LLM_ENV := LLM_BASE_URL=http://127.0.0.1:$(LLM_PORT)/v1 LLM_MODEL=smollm2-1
 # Prometheus multiprocess files of processes that are gone (a new start begins from zero).
 WIPE_METRICS = rm -f "$${PROMETHEUS_MULTIPROC_DIR:-var/metrics}"/*.db
 
-.PHONY: demo test bench lint check venv services chromium prometheus triton schema clean
+.PHONY: demo test bench soak lint check venv services chromium prometheus triton schema clean
 
 venv: $(STAMP)
 
@@ -81,6 +81,13 @@ test: venv services chromium prometheus triton
 
 bench: venv services
 	$(TEST_ENV) $(PY) -m bench.run
+
+# A few minutes of sustained mixed load on loopback (bench/soak.py): SOAK_SECONDS (180) of the
+# detection tier publishing, 20 moderators over the API, appeals and webhook deliveries; exits
+# non-zero when a count does not reconcile. Not part of `make bench`.
+soak: venv services
+	$(WIPE_METRICS)
+	$(TEST_ENV) $(PY) -m bench.soak
 
 lint: venv
 	$(VENV)/bin/ruff check .
