@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 
+from detection.intake.storable import escape_unstorable
 from llm_verify.models import LlmVerdict
 from moderation_portal.core import metrics
 
@@ -46,13 +47,25 @@ def client():
     return existing
 
 
+def _storable(value: Any) -> Any:
+    """The model's text as PostgreSQL can hold it: a NUL or a lone surrogate (which a JSON
+    answer can carry as an escape) written as a \\uXXXX escape, so the answer is kept."""
+    if isinstance(value, str):
+        return escape_unstorable(value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
+
+
 def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
     """Ask the configured endpoint for a checked verdict on one flag, and record the result."""
     result = client().verify(context)
     if metrics.ENABLED:
         _verdict_count(result, context)
     verdict = result.verdict
-    record = result.record or {}
+    record = _storable(result.record or {})
     row = LlmVerdict.objects.create(
         event_id=event_id,
         status=result.status
@@ -61,7 +74,7 @@ def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
         decision=verdict.decision if verdict else "",
         policy=(verdict.policy or "") if verdict else "",
         confidence=verdict.confidence if verdict else None,
-        rationale=verdict.rationale if verdict else "",
+        rationale=_storable(verdict.rationale) if verdict else "",
         evidence=record.get("evidence", []) if verdict else [],
         recommended_action=verdict.recommended_action if verdict else "",
         model=result.model,
@@ -70,9 +83,9 @@ def verdict_obtain(*, event_id: int, context: dict) -> LlmVerdict:
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
         estimated_cost=result.estimated_cost,
-        raw_response=(result.raw_response or "")[:MAX_RAW_CHARS],
-        error=(result.error or "")[:2000],
-        problems=list(result.problems)[:20],
+        raw_response=_storable(result.raw_response or "")[:MAX_RAW_CHARS],
+        error=_storable(result.error or "")[:2000],
+        problems=_storable(list(result.problems)[:20]),
         attempts=result.attempts,
         context=context,
     )

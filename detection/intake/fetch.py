@@ -63,6 +63,8 @@ def fetch_bytes(url: str) -> bytes:
     except FetchError:
         raise
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # a redirect urllib will not follow: another scheme, a loop
+            raise FetchError(f"redirect not followed (HTTP {exc.code})", permanent=True) from exc
         raise FetchError(f"HTTP {exc.code}", permanent=exc.code < 500 and exc.code != 429) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise FetchError(
@@ -92,7 +94,12 @@ def images_fetch_pending(*, listing_id: int) -> int:
                 pil.verify()
             if fmt not in ALLOWED_IMAGE_FORMATS:
                 raise FetchError(f"format {fmt} is not accepted", permanent=True)
-        except (UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:  # Pillow refuses to open it at all: a pixel bomb
+            ListingImage.objects.filter(id=image.id).update(
+                state=ListingImage.State.FETCH_FAILED, error="declares more pixels than the limit"
+            )
+            continue
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             ListingImage.objects.filter(id=image.id).update(
                 state=ListingImage.State.FETCH_FAILED, error="not a readable image"
             )

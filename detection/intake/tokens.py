@@ -1,6 +1,7 @@
 import hashlib
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from detection.models import ServiceToken
@@ -39,3 +40,18 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+class ServiceTokenScheme(OpenApiAuthenticationExtension):
+    """Documents machine accounts' credentials in the OpenAPI schema."""
+
+    target_class = ServiceTokenAuthentication
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <key>` (manage.py create_service_token)",
+        }

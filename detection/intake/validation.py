@@ -247,7 +247,12 @@ def _check_image(raw: dict, position: int, reasons: list[Reason]) -> ValidImage 
                 )
                 return None
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow refuses to open it at all: a pixel bomb
+        reasons.append(
+            Reason(f"{where}.data", "image_too_large", "declares more pixels than the limit")
+        )
+        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         reasons.append(Reason(f"{where}.data", "not_an_image", "is not a readable image"))
         return None
     if fmt not in ALLOWED_IMAGE_FORMATS:

@@ -1,5 +1,6 @@
 """One error shape for the whole API: {"error": {"code": ..., "message": ..., "details": ...}}."""
 
+from drf_spectacular.authentication import SessionScheme
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -52,3 +53,9 @@ def not_found(request, exception=None):
             {"error": {"code": "not_found", "message": "No such API resource."}}, status=404
         )
     return defaults.page_not_found(request, exception)
+
+
+class SessionAuthenticationScheme(SessionScheme):
+    """Documents it in the OpenAPI schema as DRF's own (the session cookie)."""
+
+    target_class = "moderation_portal.core.session_auth.SessionAuthentication"

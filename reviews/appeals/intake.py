@@ -102,7 +102,10 @@ def _field_problems(payload: object) -> tuple[dict[str, str], dict]:
     else:
         clean["statement"] = statement
     raw = payload.get("submitted_at")
-    when = parse_datetime(raw) if isinstance(raw, str) and len(raw) <= 64 else None
+    try:
+        when = parse_datetime(raw) if isinstance(raw, str) and len(raw) <= 64 else None
+    except ValueError:  # well formed, but no such time (minute 60, February 30)
+        when = None
     if when is None or when.tzinfo is None:
         problems["submitted_at"] = "Required: an ISO 8601 time with its offset."
     elif when > timezone.now() + CLOCK_SKEW:

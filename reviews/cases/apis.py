@@ -46,7 +46,11 @@ class CaseClaimNextApi(APIView):
 
     @extend_schema(
         request=ClaimInput,
-        responses={200: CaseOutput, 204: OpenApiResponse(description="no case to claim")},
+        responses={
+            200: CaseOutput,
+            204: OpenApiResponse(description="no case to claim"),
+            404: OpenApiResponse(description="no such queue, or not one you may claim from"),
+        },
     )
     def post(self, request):
         data = ClaimInput(data=request.data)

@@ -21,11 +21,13 @@ from detection.intake.dead_letters import dead_letters_store
 from detection.intake.metrics import dead_lettered_record
 from detection.intake.storage import Outcome, batch_reject, events_ingest
 from detection.intake.storage import dead_letters_replay as letters_submit_again
+from detection.intake.tokens import ServiceTokenAuthentication
 from detection.intake.validation import Reason
 from detection.models import DeadLetter, DetectionEvent
 from moderation_portal.core import metrics
 from moderation_portal.core.access import DETECTION_TIER, role_permission
 from moderation_portal.core.api import error_response
+from moderation_portal.core.session_auth import SessionAuthentication
 from reviews.cases.opening import cases_open_for_events
 
 logger = logging.getLogger(__name__)
@@ -94,11 +96,16 @@ class DetectionIngestApi(APIView):
     reasons.
     """
 
+    # DRF's session CSRF check parses the body, and with no parser answers 415 before the
+    # role check; the portal's runs on Django's request, which leaves the body unread.
+    authentication_classes = [ServiceTokenAuthentication, SessionAuthentication]
     permission_classes = [role_permission(DETECTION_TIER)]
     parser_classes: list = []  # the body is read and parsed here, so bad JSON is kept, not lost
 
     @extend_schema(
-        request={"application/json": {"type": "array", "items": {"type": "object"}}},
+        # Any JSON list: each item is judged on its own (GET /api/v1/schema/detection-event.json),
+        # and one that is not an event is rejected and kept while the rest are accepted.
+        request={"application/json": {"type": "array", "items": {}}},
         responses={
             200: IngestOutput,
             400: OpenApiResponse(description="unparseable body or not a list"),
@@ -165,10 +172,15 @@ class DetectionIngestApi(APIView):
                 "wrong_type", reason.message, status_code=400, details={"dead_letter_id": letter.id}
             )
         if len(events) > settings.INGEST_MAX_BATCH:
-            outcomes = batch_reject(
-                events=events, source=SOURCE_API, reason=_too_large(len(events))
+            reason = _too_large(len(events))
+            outcomes = batch_reject(events=events, source=SOURCE_API, reason=reason)
+            # a refusal in the one error shape; every event's dead letter is in the details
+            return error_response(
+                reason.code,
+                reason.message,
+                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                details=_summary(outcomes),
             )
-            return Response(_summary(outcomes), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         outcomes = detections_ingest(events=events, source=SOURCE_API)
         return Response(_summary(outcomes), status=status.HTTP_200_OK)
 

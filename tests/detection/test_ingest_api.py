@@ -155,7 +155,8 @@ def test_a_batch_over_the_limit_is_refused_and_kept(tier_client):
     batch = [f.event() for _ in range(4)]
     response = post(tier_client, batch)
     assert response.status_code == 413
-    body = response.json()
+    assert response.json()["error"]["code"] == "batch_too_large"
+    body = response.json()["error"]["details"]
     assert body["rejected"] == 4
     assert {r["reasons"][0]["code"] for r in body["results"]} == {"batch_too_large"}
     assert DetectionEvent.objects.count() == 0
