@@ -236,7 +236,14 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_SOFT_TIME_LIMIT", 120, minimum=1)
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TIME_LIMIT", 180, minimum=1)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# A task a worker took and never acknowledged (the worker died) goes back to its queue once it is
+# CELERY_VISIBILITY_TIMEOUT seconds old; every worker looks for such tasks at start and then
+# every CELERY_UNACKED_RESTORE_SECONDS (kombu's own default looks only every ~100 s).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600),
+    "unacked_restore_interval": envint("CELERY_UNACKED_RESTORE_SECONDS", 10, minimum=1),
+    "unacked_restore_throttle": 1,
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "detection.ingest_events": {"queue": "ingest"},

@@ -45,6 +45,13 @@ WAIT = 60  # seconds: the most any one expected event may take on a loaded machi
 INGEST_DONE = re.compile(r"Task detection\.ingest_events\[([0-9a-f-]{36})\] succeeded")
 
 
+def _run_in_thread(coroutine_function):
+    """asyncio.run in a thread of its own: a session-wide Playwright of the browser tests may
+    hold an event loop in the test's thread, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_function())).result()
+
+
 def portal_queues() -> list[str]:
     """Every queue a task of the portal is sent to: the default one and each route's."""
     routes = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
@@ -216,7 +223,7 @@ def test_a_decision_on_node_a_updates_the_pages_open_on_node_b(nodes, settings):
             await watching.close()
             await deciding.close()
 
-    claim_on_queues, claimed_news, decided_news, queue_news, seen_on_b = asyncio.run(scenario())
+    claim_on_queues, claimed_news, decided_news, queue_news, seen_on_b = _run_in_thread(scenario)
     assert claimed_news == {"changed": "claimed"}
     assert claim_on_queues == {"changed": "queues"}  # the claim, through node B, reached it too
     assert decided_news == {"changed": "decided"}
@@ -272,7 +279,7 @@ def test_claims_over_both_nodes_never_hand_a_case_out_twice(nodes):
             *(work(user, *((a, b) if i % 2 == 0 else (b, a))) for i, user in enumerate(people))
         )
 
-    results = asyncio.run(everyone())
+    results = _run_in_thread(everyone)
     claimed = [case_id for taken in results for _, case_id in taken]
     # every case handed out once, to one person, and nothing left behind
     assert sorted(claimed) == sorted(c.id for c in cases)

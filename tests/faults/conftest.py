@@ -69,7 +69,11 @@ class Workers:
             name=name,
             queues=queues,
             env=process_env(
-                **{"CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS), **env}
+                **{
+                    "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
+                    "CELERY_UNACKED_RESTORE_SECONDS": "1",
+                    **env,
+                }
             ),
             log=log,
             pool="prefork",

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,7 @@ def test_a_queue_page_reconnects_and_catches_up_after_redis_restarts(
     except BaseException:
         layer.close()
         raise
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls between browser
+    # Playwright's sync API keeps an event loop in its thread; the ORM calls between browser
     # steps are ordinary blocking calls.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     watcher = User.objects.create_user(username="mod-watcher")
@@ -182,7 +183,7 @@ def test_a_queue_page_reconnects_and_catches_up_after_redis_restarts(
         assert outcome["accepted"] == 1, outcome
         return Case.objects.get(detection_event__event_id=event["event_id"]).id
 
-    try:
+    def browse() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=CHROMIUM,
@@ -219,6 +220,12 @@ def test_a_queue_page_reconnects_and_catches_up_after_redis_restarts(
             # ORM calls made inside Playwright's context ran on their own connection.
             connections.close_all()
             browser.close()
+
+    try:
+        # in a thread of its own: a session-wide Playwright of the browser tests may hold an
+        # event loop in this one, where the sync API refuses to start
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(browse).result()
     finally:
         process_stop(daphne)
         layer.close()

@@ -123,7 +123,7 @@ def test_a_worker_killed_mid_batch_loses_no_event_and_leaves_no_half_batch(worke
     workers.start("ingest-fresh", queues="ingest")
     wait_until(
         lambda: len(INGEST_LINE.findall(workers.log_text())) >= len(batches),
-        timeout=60,
+        timeout=120,  # the killed attempt comes back after the visibility timeout
         what="every batch ingested",
     )
     outcomes = [tuple(map(int, m)) for m in INGEST_LINE.findall(workers.log_text())]
