@@ -19,6 +19,10 @@ def use_bench_database(name: str) -> None:
         LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="moderation_portal.settings",
         MEDIA_ROOT=str(ROOT / "var" / "bench-media"),
+        # The benches fork claimer and worker processes after Django has connected: a psycopg
+        # pool does not survive a fork (its threads stay behind), so each process keeps one
+        # connection of its own instead, as a Celery prefork child does.
+        DB_POOL=os.environ.get("BENCH_DB_POOL", "false"),
     )
 
 

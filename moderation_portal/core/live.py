@@ -9,8 +9,10 @@ import asyncio
 import logging
 import os
 import threading
+import time
 
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -51,11 +53,36 @@ class _Sender:
         layer = get_channel_layer()
         if layer is None:
             return
-        for group, message in batch:
+        for group, message in await _listened(layer, batch):
             try:
                 await layer.group_send(group, message)
             except Exception:
                 logger.warning("live update to %s failed", group, exc_info=True)
+
+
+async def _listened(layer, batch: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The events of `batch` whose group has a member (a page listening), asked of Redis in one
+    round trip per shard: an event nobody listens to (a claim of a case whose page nobody has
+    open) costs no group_send. A member counts as group_send counts it (not older than the
+    layer's group expiry). Any other layer, or a failed check, keeps every event."""
+    if not isinstance(layer, RedisChannelLayer):
+        return batch
+    try:
+        horizon = f"({int(time.time()) - layer.group_expiry}"
+        shards: dict[int, list[int]] = {}
+        for i, (group, _) in enumerate(batch):
+            shards.setdefault(layer.consistent_hash(group), []).append(i)
+        members = [0] * len(batch)
+        for index, positions in shards.items():
+            pipe = layer.connection(index).pipeline(transaction=False)
+            for i in positions:
+                pipe.zcount(layer._group_key(batch[i][0]), horizon, "+inf")
+            for i, n in zip(positions, await pipe.execute(), strict=True):
+                members[i] = n
+    except Exception:
+        logger.warning("could not check which live-update groups have members", exc_info=True)
+        return batch
+    return [event for event, n in zip(batch, members, strict=True) if n]
 
 
 _sender: _Sender | None = None
