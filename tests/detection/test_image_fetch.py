@@ -45,25 +45,18 @@ def _self_signed(tmp_path):
     return cert_path, key_path
 
 
-@pytest.fixture
-def image_host(tmp_path, settings):
-    photo = f.png_bytes((10, 200, 30), size=(80, 60))
-    routes = {
-        "/photo.png": (200, {"Content-Type": "image/png"}, photo),
-        "/big.png": (200, {"Content-Type": "image/png"}, b"\0" * 5000),
-        "/not-an-image.png": (200, {"Content-Type": "image/png"}, b"<html>nope</html>"),
-        "/gone.png": (404, {}, b""),
-        "/elsewhere.png": (302, {"Location": "https://evil.example.net/x.png"}, b""),
-    }
-    seen = []
+def https_serving(routes: dict, seen: list, tmp_path) -> http.server.ThreadingHTTPServer:
+    """An HTTPS server on 127.0.0.1 (certificate for `localhost`, its file at `.cert_path`)
+    answering GET `path` with `routes[path]` = (status, headers, body), else 404; the paths
+    asked for are appended to `seen`."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             seen.append(self.path)
             status, headers, body = routes.get(self.path, (404, {}, b""))
             self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
+            for key, value in headers.items():
+                self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -76,8 +69,26 @@ def image_host(tmp_path, settings):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    server.cert_path = cert  # type: ignore[attr-defined]
+    return server
+
+
+@pytest.fixture
+def image_host(tmp_path, settings):
+    photo = f.png_bytes((10, 200, 30), size=(80, 60))
+    routes = {
+        "/photo.png": (200, {"Content-Type": "image/png"}, photo),
+        "/big.png": (200, {"Content-Type": "image/png"}, b"\0" * 5000),
+        "/not-an-image.png": (200, {"Content-Type": "image/png"}, b"<html>nope</html>"),
+        "/gone.png": (404, {}, b""),
+        "/elsewhere.png": (302, {"Location": "https://evil.example.net/x.png"}, b""),
+    }
+    seen: list[str] = []
+    server = https_serving(routes, seen, tmp_path)
+    cert = server.cert_path
     settings.IMAGE_HOST_ALLOWLIST = ["localhost"]
     settings.IMAGE_FETCH_CA_FILE = str(cert)
     settings.INGEST_MAX_IMAGE_BYTES = 4096

@@ -22,6 +22,7 @@ from detection.models import DeadLetter, DetectionEvent
 from moderation_portal.core.access import MODERATOR
 from reviews.models import Case
 from tests import factories as f
+from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.faults.servers import RedisServer, wait_until
 from tests.processes import (
     ROOT,
@@ -126,7 +127,6 @@ def test_publishing_through_a_broker_restart_fails_loudly_and_loses_nothing(brok
     assert DeadLetter.objects.count() == 0
 
 
-CHROMIUM = "/usr/bin/chromium"
 QUEUES_GROUP_KEY = "portal:group:queues"  # channels-redis's set of the sockets on queue pages
 
 
@@ -187,15 +187,7 @@ def test_a_queue_page_reconnects_and_catches_up_after_redis_restarts(
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=CHROMIUM,
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
+                args=CHROMIUM_ARGS,
             )
             context = browser.new_context(base_url=base)
             context.set_default_timeout(20_000)

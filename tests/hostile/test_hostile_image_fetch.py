@@ -5,9 +5,6 @@ plays the allowed host; a second local server, which must receive nothing, stand
 private address. The image fails with a clear reason and its case stays reviewable."""
 
 import hashlib
-import http.server
-import ssl
-import threading
 
 import pytest
 
@@ -16,38 +13,11 @@ from detection.models import ListingImage
 from reviews.cases.intake import detections_ingest
 from reviews.models import Case
 from tests import factories as f
-from tests.detection.test_image_fetch import _self_signed
+from tests.detection.test_image_fetch import https_serving
 from tests.hostile import corpus
 
 REFUSED_REDIRECT = "redirect to a host that is not allowed"
 REFUSED_SCHEME = "redirect not followed (HTTP 302)"
-
-
-def _serve(routes: dict, seen: list, tmp_path) -> http.server.ThreadingHTTPServer:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(self.path)
-            status, headers, body = routes.get(self.path, (404, {}, b""))
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    cert, key = _self_signed(tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    ).start()
-    server.cert_path = cert
-    return server
 
 
 @pytest.mark.django_db
@@ -56,7 +26,7 @@ def test_redirects_off_the_allow_list_are_never_followed(trap, settings, tmp_pat
     photo = f.png_bytes((10, 200, 30), size=(80, 60))
     seen: list[str] = []
     routes: dict = {"/photo.png": (200, {"Content-Type": "image/png"}, photo)}
-    allowed = _serve(routes, seen, tmp_path)
+    allowed = https_serving(routes, seen, tmp_path)
     base = f"https://localhost:{allowed.server_address[1]}"
     targets = {
         "http_loopback": f"http://127.0.0.1:{trap_port}/a.png",
