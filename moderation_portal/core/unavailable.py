@@ -13,6 +13,8 @@ here.
 
 import logging
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -31,7 +33,7 @@ MESSAGES = {
 }
 
 
-def _chain(exc: BaseException | None):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -47,7 +49,7 @@ def _pool_full() -> bool:
     pool = getattr(connection, "pool", None)
     if pool is None:
         return True
-    stats = pool.get_stats()
+    stats: dict[str, int] = pool.get_stats()
     return stats.get("pool_size", 0) >= stats.get("pool_max", 0)
 
 
@@ -81,7 +83,7 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
-def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """Django's handler500: 503 where the database is the cause, else the usual 500; on the API
     both in the one error shape."""
     reason = unavailable_reason(sys.exc_info()[1])

@@ -64,7 +64,7 @@ def task_send(
 
 def unsent_tasks_send(*, limit: int = SWEEP_BATCH) -> dict[str, int]:
     """Send the kept tasks, oldest first; {"sent": n, "kept": m} (m: still waiting)."""
-    from celery import current_app
+    from celery import current_app  # type: ignore[import-untyped]
 
     sent = 0
     for row in UnsentTask.objects.order_by("created_at", "id")[:limit]:
