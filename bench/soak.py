@@ -72,6 +72,8 @@ def _free_port() -> int:
 
 RECEIVER_PORT = _free_port()
 use_bench_database(DB)
+# The production shape: web processes and workers on their bounded pools (nothing here forks).
+os.environ["DB_POOL"] = "true"
 os.environ.update(
     ENFORCEMENT_WEBHOOK_URL=f"http://127.0.0.1:{RECEIVER_PORT}/hooks/enforcement",
     ENFORCEMENT_WEBHOOK_SECRET=SECRET,
