@@ -4,8 +4,6 @@ step matched an image a person banned is routed by the ladder's rule for it
 starts as soon as the evidence is complete instead of waiting for its fallback timer
 (reviews.cases.opening enqueues it with a countdown)."""
 
-import logging
-
 from django.dispatch import receiver
 
 from detection.models import EnrichmentStep, HashMatch, KnownBadImage
@@ -15,7 +13,6 @@ from moderation_portal.core.unsent import task_send
 from reviews.cases.models import Case
 from reviews.cases.tasks import known_bad_route_task, llm_verify_case_task
 
-logger = logging.getLogger(__name__)
 FINISHED = [EnrichmentStep.State.DONE, EnrichmentStep.State.FAILED, EnrichmentStep.State.SKIPPED]
 
 
